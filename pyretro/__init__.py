@@ -1,0 +1,37 @@
+"""pyretro: retrieval-enhanced language models (Retro, InstructRetro) with a fused C++/CUDA core."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyretro._version import __version__
+
+
+def build_info() -> dict[str, Any]:
+    """How the compiled core was built, and what this process can use."""
+    import platform
+
+    from pyretro._ext import _C
+
+    info: dict[str, Any] = dict(_C.build_info())
+    info["version"] = __version__
+    info["threads"] = _C.get_num_threads()
+    info["python"] = platform.python_version()
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_cuda_available"] = bool(torch.cuda.is_available())
+    except ImportError:
+        info["torch"] = None
+    return info
+
+
+def set_num_threads(n: int) -> None:
+    """Threads used by pyretro's CPU kernels (default: ``torch.get_num_threads()``)."""
+    from pyretro._ext import _C
+
+    _C.set_num_threads(int(n))
+
+
+__all__ = ["__version__", "build_info", "set_num_threads"]

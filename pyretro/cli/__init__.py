@@ -1,0 +1,1 @@
+"""The ``pyretro`` command line. Each subcommand lives in its own module exposing ``register(subparsers)``."""

@@ -1,0 +1,11 @@
+"""pyretro's tensor ops, registered with ``torch.library`` (namespace ``pyretro``).
+
+Each op has a fused C++ CPU path, a CUDA path (when compiled), a fake kernel for ``torch.compile``,
+autograd, and a plain-PyTorch reference in ``pyretro.ops.reference`` with identical semantics.
+"""
+
+from pyretro.ops.cca import chunked_cross_attention
+from pyretro.ops.gather import gather_neighbors
+from pyretro.ops.rope import rope, rope_
+
+__all__ = ["chunked_cross_attention", "gather_neighbors", "rope", "rope_"]

@@ -1,0 +1,1 @@
+"""Plain-PyTorch references of every op: the semantics contract, and the fallback path."""
