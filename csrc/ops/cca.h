@@ -1,0 +1,42 @@
+// Fused chunked cross-attention (Retro CCA): shared declarations of the CPU and CUDA paths.
+// Semantics: docs/ops_cca.md. Layouts (all contiguous): q/out/dout/dq [B,N,H,D], k/v/dk/dv [B,L,K,R,H,D],
+// mask [B,L,K,R] bool, lse [B,N,H] (float32; float64 for float64 inputs) = log-sum-exp of the scaled
+// scores of each query row, +inf for rows that attend to nothing (their output is exactly 0).
+#pragma once
+#include <cstdint>
+
+#include "pyretro/tensor_view.h"
+
+namespace pyretro {
+
+struct CcaDims {
+  int64_t B = 0, N = 0, H = 0, D = 0, L = 0, K = 0, R = 0, C = 0;  // C = chunk_len
+  double scale = 1.0;
+  bool rotary = false;
+  double theta = 10000.0;
+};
+
+// Checks ranks, shapes, dtypes, devices and contiguity of every view (throws ValueError/TypeError naming
+// the argument) and returns the dims. `lse`/`out` etc. may be null for the inputs-only check.
+CcaDims cca_check(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& mask,
+                  const TensorView* out, const TensorView* lse, int64_t chunk_len, double scale, bool rotary,
+                  double theta);
+
+void cca_fwd_cpu(const CcaDims& d, const TensorView& q, const TensorView& k, const TensorView& v,
+                 const TensorView& mask, const TensorView& out, const TensorView& lse);
+void cca_bwd_cpu(const CcaDims& d, const TensorView& dout, const TensorView& q, const TensorView& k,
+                 const TensorView& v, const TensorView& mask, const TensorView& out, const TensorView& lse,
+                 const TensorView& dq, const TensorView& dk, const TensorView& dv);
+const char* cca_cpu_isa();  // which CPU kernel variant the dispatcher picked ("avx512", "avx2", "generic")
+
+#ifdef PYRETRO_WITH_CUDA
+// One kernel launch each on `stream` (a cudaStream_t as integer). variant: 0 = portable (sm_80+).
+void cca_fwd_cuda(const CcaDims& d, const TensorView& q, const TensorView& k, const TensorView& v,
+                  const TensorView& mask, const TensorView& out, const TensorView& lse, int64_t stream,
+                  int variant);
+void cca_bwd_cuda(const CcaDims& d, const TensorView& dout, const TensorView& q, const TensorView& k,
+                  const TensorView& v, const TensorView& mask, const TensorView& out, const TensorView& lse,
+                  const TensorView& dq, const TensorView& dk, const TensorView& dv, int64_t stream, int variant);
+#endif
+
+}  // namespace pyretro

@@ -1,0 +1,65 @@
+"""The decoder's chunked cross-attention (CCA) block: queries from the decoder, keys/values from the
+encoded neighbours, Retro's chunk alignment done by ``pyretro.ops.chunked_cross_attention``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from pyretro.model import _ops
+from pyretro.model.config import GPTConfig
+from pyretro.model.layers import make_norm
+
+
+class ChunkedCrossAttention(nn.Module):
+    """``x + gate * o(CCA(q(norm(x)), kv(E)))``. ``o`` starts at zero: a retro-fitted model starts as its GPT."""
+
+    def __init__(self, gpt: GPTConfig, d_enc: int, chunk_len: int, rotary: bool) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim = gpt.n_heads, gpt.dim_head
+        self.chunk_len, self.rotary, self.theta = chunk_len, rotary, gpt.rotary_theta
+        hd = self.n_heads * self.head_dim
+        self.norm = make_norm(gpt.norm, gpt.d_model, gpt.norm_eps)
+        self.q = nn.Linear(gpt.d_model, hd, bias=gpt.bias)
+        self.kv = nn.Linear(d_enc, 2 * hd, bias=gpt.bias)
+        self.o = nn.Linear(hd, gpt.d_model, bias=gpt.bias)
+        self.drop = nn.Dropout(gpt.dropout)
+        self.zero_output()
+
+    def zero_output(self) -> None:
+        nn.init.zeros_(self.o.weight)
+        if self.o.bias is not None:
+            nn.init.zeros_(self.o.bias)
+
+    def keys_values(self, encoded: Tensor) -> tuple[Tensor, Tensor]:
+        """encoded ``[..., K, r, d_enc]`` -> k, v ``[..., K, r, H, D]``."""
+        kv = self.kv(encoded).unflatten(-1, (2, self.n_heads, self.head_dim))
+        return kv[..., 0, :, :], kv[..., 1, :, :]
+
+    def forward(self, h: Tensor, k: Tensor, v: Tensor, key_mask: Tensor) -> Tensor:
+        """h ``[B, N, d]`` (already normed, real-position layout), k/v ``[B, L, K, r, H, D]``,
+        key_mask ``[B, L, K, r]`` -> ``[B, N, d]`` (before the gate)."""
+        B, N, _ = h.shape
+        q = self.q(h).view(B, N, self.n_heads, self.head_dim)
+        y = _ops.cca(q, k, v, key_mask, self.chunk_len, rotary=self.rotary, rope_theta=self.theta)
+        return self.drop(self.o(y.reshape(B, N, -1)))
+
+    def attend_cached(self, h: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, q_pos: Tensor, r: int) -> Tensor:
+        """One decode step with cached keys/values; the same math as the op. h ``[B, 1, d]`` (normed);
+        k/v ``[B, K*r, H, D]`` of the chunk each row attends; key_mask ``[B, K*r]`` (all False where a row
+        attends no chunk yet); q_pos ``[B]`` the query's index within its attending chunk (for rotary)."""
+        from pyretro.ops.reference.cca import rope_neox
+
+        B = h.shape[0]
+        q = self.q(h).view(B, self.n_heads, self.head_dim)
+        q, k, v = q.transpose(0, 1), k.transpose(1, 2), v.transpose(1, 2)  # q [H, B, D], k/v [B, H, KR, D]
+        if self.rotary:
+            q = rope_neox(q, q_pos, self.theta)  # positions run along dim -2 = the batch rows here
+            k = rope_neox(k, torch.arange(r, device=k.device).repeat(k.shape[2] // r), self.theta)
+        any_valid = key_mask.any(dim=1)
+        m = key_mask | ~any_valid[:, None]  # keep softmax finite on empty rows; zeroed below
+        y = torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(0, 1)[:, :, None], k, v, attn_mask=m[:, None, None, :]
+        )  # [B, H, 1, D]
+        y = y * any_valid[:, None, None, None].to(y.dtype)
+        return self.o(y.reshape(B, 1, -1))

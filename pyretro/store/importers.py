@@ -1,0 +1,107 @@
+"""Building stores from a plain numpy token array, and merging stores (e.g. shards built in parallel)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pyretro.errors import MismatchError
+from pyretro.store.reader import ChunkStore
+from pyretro.store.writer import ChunkStoreWriter
+
+BATCH_TOKENS = 1 << 24  # documents are copied in batches of about this many tokens (bounded memory)
+
+
+def doc_batches(doc_offsets: np.ndarray, batch_tokens: int = BATCH_TOKENS) -> Iterator[tuple[int, int]]:
+    """[d0, d1) document ranges of about ``batch_tokens`` tokens each (a longer document is one batch)."""
+    num_docs = len(doc_offsets) - 1
+    d0 = 0
+    while d0 < num_docs:
+        target = int(doc_offsets[d0]) + batch_tokens
+        d1 = int(np.searchsorted(doc_offsets, target, side="right")) - 1
+        d1 = min(max(d1, d0 + 1), num_docs)
+        yield d0, d1
+        d0 = d1
+
+
+def _progress(total: int, desc: str, show: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="tok", unit_scale=True, disable=not show)
+
+
+def import_numpy(
+    tokens: Any,
+    doc_offsets: Any,
+    out_path: str | os.PathLike,
+    chunk_len: int = 64,
+    vocab_size: int | None = None,
+    tokenizer: Any = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Path:
+    """A store from a 1-D token array and document offsets (``num_docs + 1`` entries, from 0 to len(tokens)).
+
+    Both may be np.memmap (read in batches). ``vocab_size`` defaults to the tokenizer's, else max id + 1.
+    """
+    tokens = np.asarray(tokens)
+    off = np.asarray(doc_offsets)
+    if tokens.ndim != 1:
+        raise ValueError(f"tokens: expected a 1-D array, got shape {tokens.shape}")
+    if off.ndim != 1 or off.size < 1 or off.dtype.kind not in "iu":
+        raise ValueError(f"doc_offsets: expected a 1-D integer array of num_docs + 1 >= 1 entries, got {off.shape}")
+    off = off.astype(np.int64)
+    if off[0] != 0 or off[-1] != tokens.size or (np.diff(off) < 0).any():
+        raise ValueError(f"doc_offsets: must increase from 0 to len(tokens)={tokens.size}")
+    if vocab_size is None and tokenizer is None:
+        vocab_size = int(tokens.max()) + 1 if tokens.size else 1
+    with ChunkStoreWriter(out_path, chunk_len, vocab_size, tokenizer, overwrite=overwrite) as w, \
+            _progress(tokens.size, "import", progress) as bar:
+        for d0, d1 in doc_batches(off):
+            a, b = int(off[d0]), int(off[d1])
+            w.add_batch(tokens[a:b], np.diff(off[d0:d1 + 1]))
+            bar.update(b - a)
+    return Path(out_path)
+
+
+def merge_stores(
+    paths: Sequence[str | os.PathLike],
+    out_path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Path:
+    """Concatenates stores (documents in the order given) into a new store at ``out_path``.
+
+    All must share chunk_len, token dtype, vocab_size and tokenizer fingerprint (else MismatchError).
+    The result is identical (same store_id) to writing all their documents with one writer.
+    """
+    if not paths:
+        raise ValueError("paths: at least one store is needed")
+    stores = [ChunkStore.open(p) for p in paths]
+    first = stores[0]
+    for s in stores[1:]:
+        for what in ("chunk_len", "vocab_size", "tokenizer_fingerprint"):
+            if getattr(s, what) != getattr(first, what):
+                raise MismatchError(
+                    f"merge_stores: {s.path} has {what}={getattr(s, what)!r} but {first.path} has "
+                    f"{getattr(first, what)!r}"
+                )
+        if s.tokens.dtype != first.tokens.dtype:
+            raise MismatchError(f"merge_stores: {s.path} has token dtype {s.tokens.dtype}, {first.path} {first.tokens.dtype}")
+    total = sum(s.num_tokens for s in stores)
+    tokenizer = first.path if first.tokenizer_fingerprint else None
+    with ChunkStoreWriter(out_path, first.chunk_len, first.vocab_size, tokenizer, overwrite=overwrite) as w, \
+            _progress(total, "merge", progress) as bar:
+        for s in stores:
+            off = s.doc_offsets
+            for d0, d1 in doc_batches(off):
+                a, b = int(off[d0]), int(off[d1])
+                w.add_batch(s.tokens[a:b], np.diff(off[d0:d1 + 1]))
+                bar.update(b - a)
+    return Path(out_path)
