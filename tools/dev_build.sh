@@ -13,7 +13,7 @@ flock 9
 PY=${PYTHON:-python}
 if [ ! -f "$BUILD_DIR/build.ninja" ] || [ "${RECONFIGURE:-0}" = 1 ]; then
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-Release}" \
-    -DPYRETRO_CUDA="${PYRETRO_CUDA:-OFF}" -DPYRETRO_SANITIZE="${PYRETRO_SANITIZE:-}" \
+    -DPYRETRO_CUDA="${PYRETRO_CUDA:-OFF}" -DPYRETRO_SANITIZE="${PYRETRO_SANITIZE:-}" -DPYRETRO_CUDA_ARCHS="${PYRETRO_CUDA_ARCHS:-80;90}" \
     -DPython_EXECUTABLE="$(command -v $PY)" -Dpybind11_DIR="$($PY -c 'import pybind11; print(pybind11.get_cmake_dir())')" \
     -DSKBUILD_PROJECT_VERSION="$($PY -c 'exec(open("pyretro/_version.py").read()); print(__version__)')" >/dev/null
 fi

@@ -1,5 +1,79 @@
+// Bindings of the fused chunked cross-attention kernels. Outputs are allocated by torch in Python
+// (pyretro/ops/_cca_lib.py) and passed in as views; CUDA calls take torch's current stream handle.
+#include "api/pyconv.h"
 #include "api/registry.h"
+#include "ops/cca.h"
+
+namespace py = pybind11;
 
 namespace pyretro {
-void register_cca(pybind11::module_& m) {}  // filled by the cca work
+namespace {
+
+void same_shape(const TensorView& a, const TensorView& b) {
+  PYRETRO_CHECK(a.ndim == b.ndim, ValueError, a.name, ": shape ", a.shape_str(), " != ", b.name, " ", b.shape_str());
+  for (int i = 0; i < a.ndim; ++i)
+    PYRETRO_CHECK(a.shape[i] == b.shape[i], ValueError, a.name, ": shape ", a.shape_str(), " != ", b.name, " ",
+                  b.shape_str());
+  check_dtype(a, b.dtype);
+  check_contiguous(a);
+  check_same_device(a, b);
+}
+
+}  // namespace
+
+void register_cca(py::module_& m) {
+  m.def(
+      "cca_fwd",
+      [](py::handle q, py::handle k, py::handle v, py::handle mask, py::handle out, py::handle lse, int64_t chunk_len,
+         double scale, bool rotary, double theta, int64_t stream, int variant) {
+        TensorView vq = to_view(q, "q"), vk = to_view(k, "k"), vv = to_view(v, "v"), vm = to_view(mask, "key_mask");
+        TensorView vo = to_view(out, "out"), vl = to_view(lse, "lse");
+        const CcaDims d = cca_check(vq, vk, vv, vm, &vo, &vl, chunk_len, scale, rotary, theta);
+        if (vq.device == DeviceType::CPU) {
+          py::gil_scoped_release nogil;
+          cca_fwd_cpu(d, vq, vk, vv, vm, vo, vl);
+          return;
+        }
+#ifdef PYRETRO_WITH_CUDA
+        cca_fwd_cuda(d, vq, vk, vv, vm, vo, vl, stream, variant);
+#else
+        throw ValueError("cca_fwd: this build of pyretro has no CUDA kernels");
+#endif
+      },
+      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("key_mask"), py::arg("out"), py::arg("lse"),
+      py::arg("chunk_len"), py::arg("scale"), py::arg("rotary"), py::arg("theta"), py::arg("stream") = 0,
+      py::arg("variant") = 0,
+      "Fused CCA forward into preallocated out [B,N,H,D] and lse [B,N,H] (views from pyretro._tensor.view).");
+  m.def(
+      "cca_bwd",
+      [](py::handle dout, py::handle q, py::handle k, py::handle v, py::handle mask, py::handle out, py::handle lse,
+         py::handle dq, py::handle dk, py::handle dv, int64_t chunk_len, double scale, bool rotary, double theta,
+         int64_t stream, int variant) {
+        TensorView vq = to_view(q, "q"), vk = to_view(k, "k"), vv = to_view(v, "v"), vm = to_view(mask, "key_mask");
+        TensorView vo = to_view(out, "out"), vl = to_view(lse, "lse"), vdo = to_view(dout, "grad_out");
+        TensorView vdq = to_view(dq, "dq"), vdk = to_view(dk, "dk"), vdv = to_view(dv, "dv");
+        const CcaDims d = cca_check(vq, vk, vv, vm, &vo, &vl, chunk_len, scale, rotary, theta);
+        same_shape(vdo, vq);
+        same_shape(vdq, vq);
+        same_shape(vdk, vk);
+        same_shape(vdv, vv);
+        if (vq.device == DeviceType::CPU) {
+          py::gil_scoped_release nogil;
+          cca_bwd_cpu(d, vdo, vq, vk, vv, vm, vo, vl, vdq, vdk, vdv);
+          return;
+        }
+#ifdef PYRETRO_WITH_CUDA
+        cca_bwd_cuda(d, vdo, vq, vk, vv, vm, vo, vl, vdq, vdk, vdv, stream, variant);
+#else
+        throw ValueError("cca_bwd: this build of pyretro has no CUDA kernels");
+#endif
+      },
+      py::arg("grad_out"), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("key_mask"), py::arg("out"),
+      py::arg("lse"), py::arg("dq"), py::arg("dk"), py::arg("dv"), py::arg("chunk_len"), py::arg("scale"),
+      py::arg("rotary"), py::arg("theta"), py::arg("stream") = 0, py::arg("variant") = 0,
+      "Fused CCA backward into preallocated dq, dk, dv (same shapes as q, k, v).");
+  m.def("cca_cpu_isa", [] { return std::string(cca_cpu_isa()); },
+        "The CPU CCA kernel variant in use (avx512, avx2 or generic; PYRETRO_CCA_CPU_ISA overrides).");
+}
+
 }  // namespace pyretro

@@ -1,7 +1,7 @@
 #include "store/gather.h"
 
 #include <algorithm>
-#include <cstring>
+#include <vector>
 
 #include "pyretro/parallel.h"
 
@@ -16,73 +16,113 @@ struct Arrays {
   int64_t num_tokens, num_docs, chunk_len;
 };
 
-// Rows are processed in groups: the dependent random reads (ids -> chunk_doc -> doc_offsets/doc_chunks
-// -> tokens) of a whole group are issued as prefetches before any is consumed, so their cache/TLB misses
-// overlap instead of queueing one after another.
-constexpr int64_t kGroup = 32;
+// Memory-latency bound: every row needs dependent random reads (ids -> chunk_doc -> doc_offsets /
+// doc_chunks -> tokens). The loop is software-pipelined: while row j is copied, the token lines of row
+// j + kDC, the index entries of row j + kDC + kDB and the chunk_doc entry of row j + kDC + kDB + kDA are
+// being fetched, so many misses are in flight and they overlap with the writes.
+constexpr int64_t kDA = 16;             // chunk_doc prefetch -> read
+constexpr int64_t kDB = 8;              // doc_offsets/doc_chunks prefetch -> read
+constexpr int64_t kDC = 8;              // token lines prefetch -> copy
+constexpr int64_t kRing = 64;           // > kDB + kDC, power of two
+constexpr int64_t kMaxPrefetch = 1024;  // bytes of a row prefetched (rows are usually 2 * chunk_len tokens)
+
+// One row: widen n tokens, pad to r, and the mask (copied from `pattern`: r ones then r zeros). This is
+// the bulk of the arithmetic; on x86-64 it is compiled twice (AVX2 and baseline) and picked at load
+// time, since wheels cannot assume AVX2.
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(PYRETRO_NO_TARGET_CLONES)
+#define PYRETRO_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define PYRETRO_CLONES
+#endif
+#define PYRETRO_ROW_COPY(T, O)                                                                       \
+  PYRETRO_CLONES void copy_row(const T* __restrict src, int64_t n, O* __restrict dst, int64_t r, O pad,     \
+                               uint8_t* __restrict mask, const uint8_t* __restrict pattern) {        \
+    for (int64_t t = 0; t < n; ++t) dst[t] = static_cast<O>(src[t]);                                 \
+    for (int64_t t = n; t < r; ++t) dst[t] = pad;                                                    \
+    if (mask) {                                                                                      \
+      const uint8_t* p = pattern + (r - n);                                                          \
+      for (int64_t t = 0; t < r; ++t) mask[t] = p[t];                                                \
+    }                                                                                                \
+  }
+PYRETRO_ROW_COPY(uint16_t, int64_t)
+PYRETRO_ROW_COPY(uint16_t, int32_t)
+PYRETRO_ROW_COPY(uint32_t, int64_t)
+PYRETRO_ROW_COPY(uint32_t, int32_t)
+PYRETRO_ROW_COPY(int32_t, int64_t)
+PYRETRO_ROW_COPY(int32_t, int32_t)
+PYRETRO_ROW_COPY(int64_t, int64_t)
+PYRETRO_ROW_COPY(int64_t, int32_t)
+#undef PYRETRO_ROW_COPY
 
 template <class T, class O>
 void gather_range(const T* tokens, const Arrays& a, const int64_t* ids, int64_t begin, int64_t end, int64_t r,
-                  bool continuation, O* out, bool* mask, O pad) {
-  int64_t start[kGroup], len[kGroup], doc[kGroup];
-  for (int64_t g0 = begin; g0 < end; g0 += kGroup) {
-    const int64_t g = std::min(kGroup, end - g0);
-    for (int64_t k = 0; k < g; ++k)
-      if (ids[g0 + k] >= 0) __builtin_prefetch(a.chunk_doc + ids[g0 + k]);
-    for (int64_t k = 0; k < g; ++k) {
-      const int64_t id = ids[g0 + k];
-      doc[k] = id >= 0 ? a.chunk_doc[id] : -1;
-      if (doc[k] >= 0 && doc[k] < a.num_docs) {
-        __builtin_prefetch(a.doc_offsets + doc[k]);
-        __builtin_prefetch(a.doc_offsets + doc[k] + 1);
-        __builtin_prefetch(a.doc_chunks + doc[k]);
+                  bool continuation, O* out, uint8_t* mask, O pad, const uint8_t* pattern) {
+  const int64_t n = end - begin;
+  ids += begin;
+  int64_t doc[kRing], start[kRing], len[kRing];
+  constexpr int64_t M = kRing - 1;
+  for (int64_t j = 0; j < n + kDA + kDB + kDC; ++j) {
+    // Stage A (row j): fetch its chunk_doc entry.
+    if (j < n && ids[j] >= 0) __builtin_prefetch(a.chunk_doc + ids[j]);
+    // Stage B (row jb): read the document, fetch its index entries.
+    const int64_t jb = j - kDA;
+    if (jb >= 0 && jb < n) {
+      const int64_t d = ids[jb] >= 0 ? a.chunk_doc[ids[jb]] : -1;
+      doc[jb & M] = d;
+      if (d >= 0 && d < a.num_docs) {
+        __builtin_prefetch(a.doc_offsets + d);
+        __builtin_prefetch(a.doc_offsets + d + 1);
+        __builtin_prefetch(a.doc_chunks + d);
       }
     }
-    for (int64_t k = 0; k < g; ++k) {
-      const int64_t id = ids[g0 + k], d = doc[k];
-      start[k] = 0;
-      len[k] = 0;
-      if (id < 0) continue;
-      PYRETRO_CHECK(d >= 0 && d < a.num_docs, ValueError, "corrupt chunk store: chunk_doc[", id, "] = ", d,
-                    " is not a document id (num_docs ", a.num_docs, ")");
-      const int64_t doc_begin = a.doc_offsets[d], doc_end = a.doc_offsets[d + 1];
-      const int64_t rel = id - a.doc_chunks[d];
-      PYRETRO_CHECK(doc_begin >= 0 && doc_begin <= doc_end && doc_end <= a.num_tokens && rel >= 0 &&
-                        rel < (doc_end - doc_begin + a.chunk_len - 1) / a.chunk_len,
-                    ValueError, "corrupt chunk store: chunk ", id, " of document ", d,
-                    " lies outside the document's tokens");
-      start[k] = doc_begin + rel * a.chunk_len;
-      const int64_t stop = continuation ? doc_end : std::min(start[k] + a.chunk_len, doc_end);
-      len[k] = std::min(r, stop - start[k]);
-      const char* p = reinterpret_cast<const char*>(tokens + start[k]);
-      const char* q = reinterpret_cast<const char*>(tokens + start[k] + len[k]);
-      for (; p < q; p += 64) __builtin_prefetch(p);
-    }
-    for (int64_t k = 0; k < g; ++k) {
-      O* o = out + (g0 + k) * r;
-      const T* src = tokens + start[k];
-      const int64_t n = len[k];
-      for (int64_t t = 0; t < n; ++t) o[t] = static_cast<O>(src[t]);
-      for (int64_t t = n; t < r; ++t) o[t] = pad;
-      if (mask) {
-        bool* m = mask + (g0 + k) * r;
-        std::memset(m, 1, static_cast<size_t>(n));
-        std::memset(m + n, 0, static_cast<size_t>(r - n));
+    // Stage C (row jc): the token span, bounds-checked against the document (a corrupt store raises);
+    // fetch its token lines.
+    const int64_t jc = jb - kDB;
+    if (jc >= 0 && jc < n) {
+      const int64_t id = ids[jc], d = doc[jc & M];
+      int64_t s0 = 0, l0 = 0;
+      if (id >= 0) {
+        PYRETRO_CHECK(d >= 0 && d < a.num_docs, ValueError, "corrupt chunk store: chunk_doc[", id, "] = ", d,
+                      " is not a document id (num_docs ", a.num_docs, ")");
+        const int64_t doc_begin = a.doc_offsets[d], doc_end = a.doc_offsets[d + 1];
+        const int64_t rel = id - a.doc_chunks[d];
+        PYRETRO_CHECK(doc_begin >= 0 && doc_begin <= doc_end && doc_end <= a.num_tokens && rel >= 0 &&
+                          rel < (doc_end - doc_begin + a.chunk_len - 1) / a.chunk_len,
+                      ValueError, "corrupt chunk store: chunk ", id, " of document ", d,
+                      " lies outside the document's tokens");
+        s0 = doc_begin + rel * a.chunk_len;
+        const int64_t stop = continuation ? doc_end : std::min(s0 + a.chunk_len, doc_end);
+        l0 = std::min(r, stop - s0);
+        const char* p = reinterpret_cast<const char*>(tokens + s0);
+        const int64_t bytes = std::min<int64_t>(l0 * int64_t(sizeof(T)), kMaxPrefetch);
+        for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o);
       }
+      start[jc & M] = s0;
+      len[jc & M] = l0;
     }
+    // Stage D (row jd): copy.
+    const int64_t jd = jc - kDC;
+    if (jd >= 0 && jd < n)
+      copy_row(tokens + start[jd & M], len[jd & M], out + (begin + jd) * r, r, pad,
+               mask ? mask + (begin + jd) * r : nullptr, pattern);
   }
 }
 
 template <class T>
 void dispatch_out(const T* tokens, const Arrays& a, const int64_t* ids, int64_t num_ids, int64_t r,
-                  bool continuation, void* out, DType out_dtype, bool* mask, int64_t pad_id) {
-  const int64_t grain = std::max<int64_t>(kGroup, 16384 / std::max<int64_t>(r, 1));
+                  bool continuation, void* out, DType out_dtype, bool* mask_b, int64_t pad_id) {
+  const int64_t grain = std::max<int64_t>(256, 65536 / r);  // rows per task (~64K output tokens)
+  uint8_t* mask = reinterpret_cast<uint8_t*>(mask_b);  // bool is one byte holding 0 or 1
+  std::vector<uint8_t> pattern(mask ? 2 * r : 0, 0);
+  std::fill(pattern.begin(), pattern.begin() + (mask ? r : 0), 1);
   parallel_for(num_ids, grain, [&](int64_t b, int64_t e) {
     if (out_dtype == DType::Int64)
-      gather_range<T, int64_t>(tokens, a, ids, b, e, r, continuation, static_cast<int64_t*>(out), mask, pad_id);
+      gather_range<T, int64_t>(tokens, a, ids, b, e, r, continuation, static_cast<int64_t*>(out), mask, pad_id,
+                               pattern.data());
     else
       gather_range<T, int32_t>(tokens, a, ids, b, e, r, continuation, static_cast<int32_t*>(out), mask,
-                               static_cast<int32_t>(pad_id));
+                               static_cast<int32_t>(pad_id), pattern.data());
   });
 }
 

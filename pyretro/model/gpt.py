@@ -29,7 +29,7 @@ class Block(nn.Module):
     def self_attention(self, x: Tensor, ctx: DecoderContext, layer: int) -> Tensor:
         slot = None if ctx.state is None else ctx.state.slots[layer]
         return x + self.attn(self.norm1(x), positions=ctx.positions, attn_mask=ctx.attn_mask,
-                             causal=True, kv_cache=slot)
+                             causal=ctx.causal, kv_cache=slot)
 
     def feed_forward(self, x: Tensor) -> Tensor:
         return x + self.mlp(self.norm2(x))
@@ -58,30 +58,30 @@ class DecoderContext:
         dev = tokens.device
         start = 0 if state is None else state.length
         if state is not None:
-            if attention_mask is not None:  # prompt: record padding
+            if attention_mask is not None:  # the prompt: remember which columns are padding
                 state.key_valid[:, start:start + S] = attention_mask
-                if start == 0:
-                    state.pad = (~attention_mask).sum(1)
             valid = state.key_valid[:, : start + S]
         else:
-            valid = None if attention_mask is None or bool(attention_mask.all()) else attention_mask
-        self.start, self.state = start, state
+            valid = attention_mask
+        if valid is not None and bool(valid.all()):
+            valid = None
+        self.start, self.state, self.padded = start, state, valid is not None
         cols = torch.arange(start, start + S, device=dev)
-        if valid is None:
-            self.pad = torch.zeros(B, dtype=torch.long, device=dev)
-            self.positions = cols
-            self.attn_mask = None  # plain causal (SDPA's is_causal fast path)
+        # Only left padding exists, so a row's padding count is its number of invalid columns.
+        self.pad = torch.zeros(B, dtype=torch.long, device=dev) if valid is None else (~valid).sum(1)
+        if state is not None and start == 0:
+            state.pad = self.pad
+        self.positions = cols if valid is None else (cols[None, :] - self.pad[:, None]).clamp(min=0)  # [S] | [B, S]
+        self.causal, self.attn_mask = False, None
+        if valid is None and (start == 0 or S == 1):
+            self.causal = start == 0  # SDPA's is_causal fast path; one new token sees every cached key
         else:
-            if state is not None:
-                self.pad = state.pad
-            else:
-                self.pad = (~valid).sum(1)
-            self.positions = (cols[None, :] - self.pad[:, None]).clamp(min=0)  # [B, S]
             keys = torch.arange(start + S, device=dev)
-            causal = keys[None, :] <= cols[:, None]  # [S, T]
-            # A padding query still sees itself, so no softmax row is empty (its output is never used).
-            self.attn_mask = (causal[None] & (valid[:, None, :] | (keys[None, :] == cols[:, None])[None]))[:, None]
-        self.padded = valid is not None and not bool(valid.all())
+            mask = keys[None, :] <= cols[:, None]  # [S, T] causal, with cached keys before the queries
+            if valid is not None:
+                # A padding query still sees itself, so no softmax row is empty (its output is never used).
+                mask = mask[None] & (valid[:, None, :] | (keys[None, :] == cols[:, None])[None])
+            self.attn_mask = mask.view(-1, 1, S, start + S)
 
 
 def _is_left_padded(mask: Tensor) -> Tensor:

@@ -8,9 +8,11 @@ The fused kernels are registered in ``pyretro.ops._cca_lib`` (torch.library ops 
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
+from pyretro.ops import _cca_lib
 from pyretro.ops.reference.cca import chunked_cross_attention_ref
 
 MAX_HEAD_DIM = 128
@@ -22,7 +24,7 @@ def _validate(q, k, v, key_mask, chunk_len, scale, rotary, rope_theta) -> float:
     for name, t in (("q", q), ("k", k), ("v", v), ("key_mask", key_mask)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"chunked_cross_attention: {name} must be a torch.Tensor, got {type(t).__name__}")
-    if isinstance(chunk_len, bool) or not isinstance(chunk_len, int):
+    if isinstance(chunk_len, bool) or not isinstance(chunk_len, numbers.Integral):
         raise TypeError(f"chunked_cross_attention: chunk_len must be an int, got {type(chunk_len).__name__}")
     if chunk_len <= 0:
         raise ValueError(f"chunked_cross_attention: chunk_len must be > 0, got {chunk_len}")
@@ -75,6 +77,17 @@ def _validate(q, k, v, key_mask, chunk_len, scale, rotary, rope_theta) -> float:
     return s
 
 
+def _autocast(q, k, v):
+    """Under autocast, q/k/v go to the autocast dtype (as for a matmul), so mixed inputs are fine there."""
+    if not all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in (q, k, v)):
+        return q, k, v
+    dev = q.device.type
+    if dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev):
+        dt = torch.get_autocast_dtype(dev)
+        q, k, v = (t.to(dt) for t in (q, k, v))
+    return q, k, v
+
+
 def chunked_cross_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -104,11 +117,11 @@ def chunked_cross_attention(
     ``t >= chunk_len - 1``, only to valid keys: ``softmax(q.k * scale) . v``. Tokens ``t < chunk_len - 1``
     and tokens whose chunk has no valid key get exactly zero output and zero gradients (never NaN).
     Output ``[B, N, H, D]`` in q's dtype. Supported: float32/bfloat16/float16 (+ float64 on CPU), D <= 128.
+    Under ``torch.autocast`` q/k/v are first cast to the autocast dtype. Full contract: docs/ops_cca.md.
     """
+    q, k, v = _autocast(q, k, v)
     s = _validate(q, k, v, key_mask, chunk_len, scale, rotary, rope_theta)
-    from pyretro.ops import _cca_lib
-
-    return _cca_lib.dispatch(q, k, v, key_mask, chunk_len, s, rotary, float(rope_theta))
+    return _cca_lib.dispatch(q, k, v, key_mask, int(chunk_len), s, rotary, float(rope_theta))
 
 
 __all__ = ["chunked_cross_attention", "chunked_cross_attention_ref"]

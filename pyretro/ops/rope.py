@@ -19,7 +19,9 @@ Semantics (exactly those of :func:`pyretro.ops.reference.rope.rope_reference`):
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 
 import torch
 from torch import Tensor
@@ -31,11 +33,32 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _INT_DTYPES = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
 
 
-def _kernel():
-    """The compiled entry point, or None while running against a core without it (reference fallback)."""
+def _kernel(x: Tensor):
+    """The compiled entry point for ``x``'s device, or None when the core lacks it (a core built before the
+    kernels, or a CPU-only build given CUDA tensors): then the plain-PyTorch reference runs instead."""
     from pyretro._ext import _C
 
-    return getattr(_C, "rope", None)
+    fn = getattr(_C, "rope", None)
+    if fn is not None and x.is_cuda and not _cuda_compiled():
+        _warn_no_cuda()
+        return None
+    return fn
+
+
+@functools.cache
+def _cuda_compiled() -> bool:
+    from pyretro._ext import _C
+
+    return bool(_C.build_info()["cuda_compiled"])
+
+
+@functools.cache
+def _warn_no_cuda() -> None:
+    warnings.warn(
+        "pyretro was built without CUDA: rope on CUDA tensors uses the plain-PyTorch reference (slower)",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 # --- argument checks (run before any kernel; each error names the argument) -------------------------------
@@ -112,37 +135,42 @@ def _as4d(t: Tensor) -> Tensor | None:
         return None
 
 
-def _pos2d(positions: Tensor) -> Tensor:
+def _pos2d(positions: Tensor, x4: Tensor) -> Tensor:
     p = positions.contiguous()
-    return p.unsqueeze(0) if p.dim() == 1 else p.reshape(-1, p.shape[-1])
+    return p.unsqueeze(0) if p.dim() == 1 else p.view(x4.shape[0], x4.shape[1])
 
 
 def _launch(
     xs: list[Tensor], outs: list[Tensor], positions: Tensor, theta: float, r: int, interleaved: bool, inverse: bool
 ) -> None:
     """Rotates each ``xs[j]`` into ``outs[j]`` (which may be ``xs[j]`` itself) in one kernel call."""
-    fn = _kernel()
-    if fn is None:  # core built before the rope kernels: same semantics, plain PyTorch
-        for x, o in zip(xs, outs):
+    if any(x.numel() == 0 for x in xs):  # e.g. S == 0, or k with no heads: rotate the non-empty ones
+        for x, o in zip(xs, outs, strict=True):
+            if x.numel():
+                _launch([x], [o], positions, theta, r, interleaved, inverse)
+        return
+    fn = _kernel(xs[0])
+    if fn is None:  # no compiled kernel for this device: same semantics, plain PyTorch
+        for x, o in zip(xs, outs, strict=True):
             o.copy_(rope_reference(x, positions, theta=theta, rotary_dim=r, interleaved=interleaved, inverse=inverse))
         return
     xs4 = [_as4d(x) for x in xs]
-    xs4 = [x4 if x4 is not None else _as4d(x.contiguous()) for x, x4 in zip(xs, xs4)]
+    xs4 = [x4 if x4 is not None else _as4d(x.contiguous()) for x, x4 in zip(xs, xs4, strict=True)]
     outs4 = [_as4d(o) for o in outs]
     staged = [o4 is None for o4 in outs4]
     outs4 = [torch.empty_like(x4, memory_format=torch.contiguous_format) if s else o4
-             for x4, o4, s in zip(xs4, outs4, staged)]
+             for x4, o4, s in zip(xs4, outs4, staged, strict=True)]
     fn(
         [view(x, "x") for x in xs4],
         [view(o, "out") for o in outs4],
-        view(_pos2d(positions), "positions"),
+        view(_pos2d(positions, xs4[0]), "positions"),
         theta,
         r,
         interleaved,
         inverse,
         cuda_stream(xs[0]),
     )
-    for o, o4, s in zip(outs, outs4, staged):
+    for o, o4, s in zip(outs, outs4, staged, strict=True):
         if s:
             o.copy_(o4.view(o.shape))
 

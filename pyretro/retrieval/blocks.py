@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from pyretro.errors import MismatchError, StoreError
-from pyretro.retrieval.dist import barrier, rank_world
+from pyretro.retrieval.dist import barrier, on_rank0, rank_world
 
 HEADER = "header.json"
 ARRAY = "data.npy"
@@ -46,10 +46,14 @@ def read_json(path: Path, what: str) -> dict:
 
 
 class BlockArray:
-    """``root/data.npy`` of ``shape``/``dtype``, written in blocks of ``block_rows`` rows."""
+    """``root/data.npy`` of ``shape``/``dtype``, written in blocks of ``block_rows`` rows.
+
+    An existing array with the same settings is resumed; with other settings it is an error, unless
+    ``overwrite`` (always rebuild) or ``rebuild_stale`` (rebuild only then; ``pyretro db build``)."""
 
     def __init__(self, root: str | os.PathLike, kind: str, shape: tuple[int, ...], dtype: Any,
-                 block_rows: int, settings: dict, overwrite: bool = False, fill: Any = 0):
+                 block_rows: int, settings: dict, overwrite: bool = False, fill: Any = 0,
+                 rebuild_stale: bool = False):
         self.root = Path(root)
         self.kind = kind
         self.shape = tuple(int(s) for s in shape)
@@ -58,22 +62,20 @@ class BlockArray:
         self.num_blocks = -(-self.shape[0] // self.block_rows)
         header = {"format": f"pyretro.{kind}", "version": 1, "shape": list(self.shape),
                   "dtype": self.dtype.name, "block_rows": self.block_rows, "complete": False, **settings}
-        rank, _ = rank_world()
-        if rank == 0:
-            self._prepare(header, overwrite, fill)
-        barrier()
+        on_rank0(self._prepare, header, overwrite, fill, rebuild_stale)  # every rank raises rank 0's error
         self.header = read_json(self.root / HEADER, kind)
         self.array = np.load(self.root / ARRAY, mmap_mode="r+")
 
-    def _prepare(self, header: dict, overwrite: bool, fill: Any) -> None:
+    def _prepare(self, header: dict, overwrite: bool, fill: Any, rebuild_stale: bool) -> None:
         hfile = self.root / HEADER
         if hfile.is_file() and (self.root / ARRAY).is_file() and not overwrite:
             old = read_json(hfile, self.kind)
             diff = {k for k in set(old) | set(header) if k != "complete" and old.get(k) != header.get(k)}
             if not diff:
                 return  # resume
-            raise MismatchError(f"{self.root}: exists with other settings ({', '.join(sorted(diff))}); "
-                                "pass overwrite=True (--overwrite) to rebuild it")
+            if not rebuild_stale:
+                raise MismatchError(f"{self.root}: exists with other settings ({', '.join(sorted(diff))}); "
+                                    "pass overwrite=True (--overwrite) to rebuild it")
         if self.root.exists():
             if not (hfile.is_file() or (self.root.is_dir() and not any(self.root.iterdir()))):
                 raise StoreError(f"{self.root}: exists and is not a pyretro {self.kind}; refusing to replace it")

@@ -41,3 +41,29 @@ def my_blocks(num_blocks: int) -> range:
     """Blocks of this rank: round-robin, so a resumed run with another world size still covers all."""
     rank, world = rank_world()
     return range(rank, num_blocks, world)
+
+
+def on_rank0(fn, *args, **kwargs):
+    """Runs ``fn`` on rank 0 only; every rank then raises rank 0's error (if any) instead of hanging in a
+    barrier. Returns fn's result on rank 0, None elsewhere."""
+    rank, world = rank_world()
+    result, error = None, None
+    if rank == 0:
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - re-raised below on every rank
+            error = e
+    if world > 1:
+        import torch.distributed as dist
+
+        box = [None if error is None else (type(error), str(error))]
+        dist.broadcast_object_list(box, src=0)
+        if box[0] is not None and error is None:
+            etype, msg = box[0]
+            try:
+                error = etype(msg)
+            except Exception:  # noqa: BLE001 - an exception type that needs other arguments
+                error = RuntimeError(f"rank 0: {etype.__name__}: {msg}")
+    if error is not None:
+        raise error
+    return result

@@ -53,12 +53,15 @@ def _embed_sorted(embedder: Embedder, texts: list[str], batch_size: int) -> np.n
 
 
 def embed_store(store, embedder: Embedder, out: str | os.PathLike, *, block_size: int = 16384,
-                batch_size: int = 256, overwrite: bool = False, progress: bool = True) -> Path:
+                batch_size: int = 256, overwrite: bool = False, progress: bool = True,
+                rebuild_stale: bool = False) -> Path:
     """Embeds all chunks of ``store`` into ``out`` (a directory). Resumes an interrupted run with the same
     settings; under torch.distributed each rank embeds blocks rank, rank+world, ... Returns ``out``."""
     n = len(store)
-    settings = {"store_id": store.store_id, "embedder": embedder.fingerprint()}
-    arr = BlockArray(out, KIND, (n, embedder.dim), np.float32, block_size, settings, overwrite=overwrite)
+    settings = {"store_id": store.store_id, "embedder": embedder.fingerprint(),
+                "embedder_spec": getattr(embedder, "spec", None)}
+    arr = BlockArray(out, KIND, (n, embedder.dim), np.float32, block_size, settings, overwrite=overwrite,
+                     rebuild_stale=rebuild_stale)
     todo = arr.pending(my_blocks(arr.num_blocks))
     need_text = not isinstance(embedder, HashingEmbedder)
     rank, _ = rank_world()

@@ -260,18 +260,26 @@ class HFEncoderEmbedder:
 def make_embedder(spec: str = "hashing", device: str | None = None, **kwargs) -> Embedder:
     """``hashing[:dim]``, ``st`` (bundled MiniLM), ``st:DIR``, ``hf:DIR``."""
     kind, _, arg = spec.partition(":")
+    emb: Embedder
     if kind == "hashing":
         if arg:
-            kwargs.setdefault("dim", int(arg))
-        kwargs.pop("batch_size", None)
-        return HashingEmbedder(**kwargs)
-    if kind in ("st", "sentence-transformers"):
-        return SentenceTransformerEmbedder(arg or None, device=device, **kwargs)
-    if kind == "hf":
+            try:
+                kwargs.setdefault("dim", int(arg))
+            except ValueError as e:
+                raise ConfigError(f"embedder {spec!r}: hashing:DIM needs an integer DIM") from e
+        for key in ("batch_size", "precision"):
+            kwargs.pop(key, None)
+        emb = HashingEmbedder(**kwargs)
+    elif kind in ("st", "sentence-transformers"):
+        emb = SentenceTransformerEmbedder(arg or None, device=device, **kwargs)
+    elif kind == "hf":
         if not arg:
             raise ConfigError("embedder 'hf' needs a directory: hf:/path/to/encoder")
-        return HFEncoderEmbedder(arg, device=device, **kwargs)
-    raise ConfigError(f"unknown embedder {spec!r}: use hashing[:DIM], st[:DIR] or hf:DIR")
+        emb = HFEncoderEmbedder(arg, device=device, **kwargs)
+    else:
+        raise ConfigError(f"unknown embedder {spec!r}: use hashing[:DIM], st[:DIR] or hf:DIR")
+    emb.spec = spec  # recorded in headers so a Retriever can rebuild the same embedder
+    return emb
 
 
 def fingerprint_id(fp: dict) -> str:

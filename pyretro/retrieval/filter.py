@@ -47,6 +47,18 @@ class Exclusion:
             # sorted (sample, db doc) pairs: a candidate is excluded if its pair is present
             self.keys = np.unique(self.group[ok] * self.stride + qdoc[ok])
 
+    @classmethod
+    def from_pairs(cls, rows: np.ndarray, docs: np.ndarray, n: int, db_chunk_doc: np.ndarray,
+                   db_num_docs: int) -> Exclusion:
+        """Arbitrary per-row sets: row ``rows[j]`` (of ``n`` query rows) excludes database doc ``docs[j]``."""
+        self = cls.__new__(cls)
+        self.mode, self.db_chunk_doc, self.excluded_doc = "doc", db_chunk_doc, None
+        self.group, self.stride = np.arange(n, dtype=np.int64), max(int(db_num_docs), 1)
+        rows, docs = np.asarray(rows, np.int64), np.asarray(docs, np.int64)
+        ok = docs >= 0
+        self.keys = np.unique(rows[ok] * self.stride + docs[ok])
+        return self
+
     def excluded(self, query_ids: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """bool [B, K]: True where candidate (database chunk id, -1 = none) is excluded for its query row."""
         if self.mode == "none":

@@ -55,8 +55,10 @@ def auto_factory(n: int, dim: int, memory_budget: int | str = DEFAULT_BUDGET) ->
 
     - n <= 50k: ``Flat`` (exact; a tiny corpus never meets an IVF it cannot train).
     - IVF with nlist ~ 4 sqrt(n) (power of two, >= 39 training points per list): ``IVFx,Flat`` when the
-      raw vectors fit in the budget, else ``IVFx,PQm`` (m bytes/vector), and for n >= 10M
-      ``OPQm_d,IVFx_HNSW32,PQm`` (HNSW quantizer: coarse search stays fast with millions of lists).
+      raw vectors fit in the budget, else ``IVFx,SQ8`` (1 byte/dim) when that fits, else ``IVFx,PQmnp``
+      (m bytes/vector; np: no polysemous training, which only polysemous search uses), and for n >= 10M
+      ``OPQm_d,IVFx_HNSW32,PQmnp`` (HNSW coarse quantizer: coarse search stays fast with millions of
+      lists). PQ trades recall for memory (see docs/retrieval.md).
     Returns ``{"factory", "nlist", "train_size", "nprobe", "efSearch"}``; nprobe aims at recall@2 >= 0.9.
     """
     budget = parse_bytes(memory_budget)
@@ -70,15 +72,18 @@ def auto_factory(n: int, dim: int, memory_budget: int | str = DEFAULT_BUDGET) ->
     if flat_bytes <= 0.8 * budget and n < 10_000_000:
         return {"factory": f"IVF{nlist},Flat", "nlist": nlist, "train_size": train, "nprobe": nprobe,
                 "efSearch": None}
+    if n * (dim + 8) <= 0.8 * budget and n < 10_000_000:  # 8-bit scalar quantizer: 4x smaller, ~lossless
+        return {"factory": f"IVF{nlist},SQ8", "nlist": nlist, "train_size": train, "nprobe": nprobe,
+                "efSearch": None}
     m = _pq_m(dim)
     while m > 1 and n * (m + 8) > 0.8 * budget:  # shrink codes until they fit
         m = _pq_m(dim, m - 1)
     if n * (m + 8) > budget:
         raise ConfigError(f"memory_budget {budget} bytes is too small for {n} vectors even with PQ{m}")
     if n >= 10_000_000:
-        return {"factory": f"OPQ{m}_{m * 4 if m * 4 <= dim else dim},IVF{nlist}_HNSW32,PQ{m}", "nlist": nlist,
+        return {"factory": f"OPQ{m}_{m * 4 if m * 4 <= dim else dim},IVF{nlist}_HNSW32,PQ{m}np", "nlist": nlist,
                 "train_size": train, "nprobe": max(nprobe, 2 * nlist // 64), "efSearch": 64}
-    return {"factory": f"IVF{nlist},PQ{m}", "nlist": nlist, "train_size": train, "nprobe": 2 * nprobe,
+    return {"factory": f"IVF{nlist},PQ{m}np", "nlist": nlist, "train_size": train, "nprobe": nprobe,
             "efSearch": None}
 
 
@@ -135,11 +140,15 @@ def train_index(embeddings: np.ndarray, factory: str = "auto", memory_budget: in
                               "use factory='auto' or fewer lists")
         gpu = _gpu_index(index) if use_gpu else None
         t = time.perf_counter()
-        if gpu is not None:
-            gpu.train(x)
-            index = faiss.index_gpu_to_cpu(gpu)
-        else:
-            index.train(x)
+        try:
+            if gpu is not None:
+                gpu.train(x)
+                index = faiss.index_gpu_to_cpu(gpu)
+            else:
+                index.train(x)
+        except RuntimeError as e:
+            raise ConfigError(f"training index {cfg['factory']!r} on {len(x)} vectors failed: "
+                              f"{str(e).splitlines()[-1]}") from e
         cfg["train_seconds"] = round(time.perf_counter() - t, 3)
     cfg["dim"] = dim
     return index, cfg
@@ -187,8 +196,21 @@ def save_index(index, out: str | os.PathLike, header: dict) -> Path:
     return out
 
 
-def load_index(path: str | os.PathLike, mmap: bool = False):
-    """(index, header). ``mmap`` maps IVF lists from disk instead of reading them (large indexes)."""
+def to_gpu(index):
+    """The index on all visible GPUs when faiss-gpu is installed (search params re-applied), else itself."""
+    faiss = _faiss()
+    gpu = _gpu_index(index)
+    if gpu is None:
+        return index
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        faiss.GpuParameterSpace().set_index_parameter(gpu, "nprobe", int(ivf.nprobe))
+    return gpu
+
+
+def load_index(path: str | os.PathLike, mmap: bool = False, gpu: bool = False):
+    """(index, header). ``mmap`` maps IVF lists from disk instead of reading them (large indexes);
+    ``gpu`` moves it to the GPUs when faiss-gpu is installed (no-op otherwise)."""
     faiss = _faiss()
     path = Path(path)
     header = read_json(path / HEADER, "index")
@@ -201,7 +223,7 @@ def load_index(path: str | os.PathLike, mmap: bool = False):
     if index.ntotal != header["ntotal"] or index.d != header["dim"]:
         raise StoreError(f"{f}: holds {index.ntotal} x {index.d}, header says {header['ntotal']} x {header['dim']}")
     set_search_params(index, header.get("nprobe"), header.get("efSearch"))
-    return index, header
+    return (to_gpu(index) if gpu else index), header
 
 
 def build_index(embeddings: np.ndarray, out: str | os.PathLike | None = None, factory: str = "auto",
@@ -219,6 +241,7 @@ def build_index(embeddings: np.ndarray, out: str | os.PathLike | None = None, fa
     set_search_params(index, cfg["nprobe"], cfg["efSearch"])
     cfg["build_seconds"] = round(time.perf_counter() - t0, 3)
     cfg["memory_bytes"] = index_memory_bytes(index)
+    cfg["ntotal"] = int(index.ntotal)
     h = {**cfg, **(header or {})}
     if out is not None:
         save_index(index, out, h)
@@ -239,7 +262,7 @@ def merge_shards(shards: list) -> object:
             faiss.merge_into(base, s, False)  # ids were given explicitly when adding
         else:
             try:
-                base.merge_from(s, base.ntotal)
+                base.merge_from(s, 0)  # flat ids are positions: appending in order is right
             except RuntimeError as e:
                 raise ConfigError(f"index type {type(base).__name__} cannot be merged: {e}") from e
     return base

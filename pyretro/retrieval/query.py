@@ -34,12 +34,11 @@ def search_filtered(index, queries: np.ndarray, query_ids: np.ndarray, exclusion
     ks = max(k, min(int(k_search), ntotal))
     _, cand = index.search(np.ascontiguousarray(queries, dtype=np.float32), ks)
     out = keep_first(cand, exclusion.excluded(query_ids, cand), k)
-    rows = np.arange(len(queries))
     while True:
         short = ((out < 0).any(1)) & (cand[:, -1] >= 0)  # short, yet more candidates may exist
         if not short.any() or ks >= min(ntotal, max_search):
             return out
-        rows_short = rows[short] if len(rows) == len(out) else np.flatnonzero(short)
+        rows_short = np.flatnonzero(short)
         ks = min(4 * ks, ntotal, max_search)
         _, c2 = index.search(np.ascontiguousarray(queries[rows_short], dtype=np.float32), ks)
         out[rows_short] = keep_first(c2, exclusion.excluded(query_ids[rows_short], c2), k)
@@ -52,7 +51,7 @@ def build_neighbor_table(out: str | os.PathLike, index, query_embeddings: np.nda
                          groups: np.ndarray | None = None, doc_map: np.ndarray | None = None,
                          block_size: int = 65536, index_header: dict | None = None,
                          embedder_fingerprint: dict | None = None, overwrite: bool = False,
-                         progress: bool = True) -> Path:
+                         progress: bool = True, rebuild_stale: bool = False) -> Path:
     """Neighbour table for every chunk of ``query_store``: ``out/data.npy`` int64 [num_chunks, k] + header.
 
     ``db_store`` defaults to ``query_store`` (Retro's usual setup). Across different stores, exclusion
@@ -83,7 +82,8 @@ def build_neighbor_table(out: str | os.PathLike, index, query_embeddings: np.nda
         "embedder": embedder_fingerprint, "k_search": k_search, "exclude": exclude,
         "groups_sha1": _sha1(groups), "doc_map_sha1": _sha1(doc_map),
     }
-    arr = BlockArray(out, KIND, (n, k), np.int64, block_size, settings, overwrite=overwrite, fill=-1)
+    arr = BlockArray(out, KIND, (n, k), np.int64, block_size, settings, overwrite=overwrite, fill=-1,
+                     rebuild_stale=rebuild_stale)
     todo = arr.pending(my_blocks(arr.num_blocks))
     rank, _ = rank_world()
     for b in tqdm(todo, desc=f"query[{rank}]", unit="block", disable=not progress):
@@ -107,7 +107,9 @@ class NeighborTable:
         if query_store is not None and len(query_store) != self.neighbors.shape[0]:
             raise MismatchError(f"{self.path}: {self.neighbors.shape[0]} rows, the store has {len(query_store)} chunks")
 
-    open = classmethod(lambda cls, path, query_store=None, db_store=None: cls(path, query_store, db_store))
+    @classmethod
+    def open(cls, path: str | os.PathLike, query_store=None, db_store=None) -> NeighborTable:
+        return cls(path, query_store, db_store)
 
     @property
     def k_saved(self) -> int:
@@ -196,13 +198,9 @@ class Retriever:
                 sets = [list(s) for s in exclude_docs]
                 if len(sets) != n:
                     raise MismatchError(f"exclude_docs: expected {n} sets, got {len(sets)}")
-                owner = np.repeat(ids, [len(s) for s in sets])
+                rows = np.repeat(ids, [len(s) for s in sets])
                 docs = np.array([d for s in sets for d in s], dtype=np.int64)
-                # one pseudo query chunk per (row, doc) pair, grouped by row
-                excl = Exclusion(np.arange(len(docs)), self.store.chunk_doc, doc_map=docs,
-                                 groups=owner, db_num_docs=self.store.num_docs)
-                excl.group = np.full(n, -1, np.int64)
-                excl.group[np.unique(owner)] = np.arange(len(np.unique(owner)))
+                excl = Exclusion.from_pairs(rows, docs, n, self.store.chunk_doc, self.store.num_docs)
         return search_filtered(self.index, q, ids, excl, k, self.k_search or default_k_search(k))
 
     def neighbors(self, chunks, k: int = 2, exclude_docs=None, with_continuation: bool = True):

@@ -19,6 +19,8 @@ def _is_torch(x: Any) -> bool:
 
 def normalize_ids(ids: Any) -> tuple[Any, bool]:
     """(contiguous int64 CPU ids as numpy or torch, whether the input was a torch tensor)."""
+    if type(ids) is np.ndarray and ids.dtype == np.int64 and ids.flags.c_contiguous:
+        return ids, False  # the common case, without further checks
     if _is_torch(ids):
         import torch
 
@@ -32,7 +34,7 @@ def normalize_ids(ids: Any) -> tuple[Any, bool]:
     a = np.asarray(ids)
     if a.size and a.dtype.kind not in "iu":
         raise TypeError(f"neighbor_ids: expected integer ids, got dtype {a.dtype}")
-    return np.ascontiguousarray(a, dtype=np.int64), False
+    return np.asarray(a, dtype=np.int64, order="C"), False  # keeps 0-d shape
 
 
 def _alloc(shape: tuple[int, ...], kind: str, like_torch: bool) -> Any:
@@ -43,11 +45,15 @@ def _alloc(shape: tuple[int, ...], kind: str, like_torch: bool) -> Any:
     return np.empty(shape, dtype=np.int64 if kind == "tokens" else np.bool_)
 
 
+def store_views(tokens: np.ndarray, doc_offsets: np.ndarray, doc_chunks: np.ndarray,
+                chunk_doc: np.ndarray) -> tuple:
+    """View tuples of a store's arrays, built once per store (the caller keeps the arrays alive)."""
+    return (view(tokens, "tokens"), view(doc_offsets, "doc_offsets"), view(doc_chunks, "doc_chunks"),
+            view(chunk_doc, "chunk_doc"))
+
+
 def gather(
-    tokens: np.ndarray,
-    doc_offsets: np.ndarray,
-    doc_chunks: np.ndarray,
-    chunk_doc: np.ndarray,
+    views: tuple,
     neighbor_ids: Any,
     chunk_len: int,
     r: int,
@@ -70,10 +76,7 @@ def gather(
         if tuple(buf.shape) != shape:
             raise ValueError(f"{name}: expected shape {shape} (neighbor_ids.shape + (r,)), got {tuple(buf.shape)}")
     _C.store_gather(
-        view(tokens, "tokens"),
-        view(doc_offsets, "doc_offsets"),
-        view(doc_chunks, "doc_chunks"),
-        view(chunk_doc, "chunk_doc"),
+        *views,
         view(ids, "neighbor_ids"),
         int(chunk_len),
         int(r),

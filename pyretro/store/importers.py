@@ -16,8 +16,9 @@ from pyretro.store.writer import ChunkStoreWriter
 BATCH_TOKENS = 1 << 24  # documents are copied in batches of about this many tokens (bounded memory)
 
 
-def doc_batches(doc_offsets: np.ndarray, batch_tokens: int = BATCH_TOKENS) -> Iterator[tuple[int, int]]:
+def doc_batches(doc_offsets: np.ndarray, batch_tokens: int | None = None) -> Iterator[tuple[int, int]]:
     """[d0, d1) document ranges of about ``batch_tokens`` tokens each (a longer document is one batch)."""
+    batch_tokens = batch_tokens or BATCH_TOKENS
     num_docs = len(doc_offsets) - 1
     d0 = 0
     while d0 < num_docs:

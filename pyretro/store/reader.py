@@ -50,6 +50,7 @@ class ChunkStore:
         self.doc_chunks: np.ndarray = arrays["doc_chunks"]
         self.chunk_doc: np.ndarray = arrays["chunk_doc"]
         self._tokenizer = None
+        self._views = _gather.store_views(self.tokens, self.doc_offsets, self.doc_chunks, self.chunk_doc)
 
     # --- opening -----------------------------------------------------------------------------------
     @classmethod
@@ -220,7 +221,4 @@ class ChunkStore:
         """
         if r is None:
             r = 2 * self.chunk_len if with_continuation else self.chunk_len
-        return _gather.gather(
-            self.tokens, self.doc_offsets, self.doc_chunks, self.chunk_doc, neighbor_ids,
-            self.chunk_len, r, with_continuation, out, out_mask, pad_id,
-        )
+        return _gather.gather(self._views, neighbor_ids, self.chunk_len, r, with_continuation, out, out_mask, pad_id)

@@ -144,9 +144,14 @@ class ChunkStoreWriter:
         }
         self._streams["doc_offsets"].append(np.zeros(1, INDEX_DTYPE))
         self._streams["doc_chunks"].append(np.zeros(1, INDEX_DTYPE))
+        # Single documents are collected in lists and turned into index arrays in bulk (cheap per document).
+        self._docs: list[np.ndarray] = []
+        self._doc_lens: list[int] = []
+        self._docs_tokens = 0
         self.num_tokens = 0
         self.num_docs = 0
         self.num_chunks = 0
+        self._committed = (0, 0, 0)  # tokens, docs, chunks already handed to the streams
         self._state = "open"  # open -> finalized | aborted
 
     # --- appending ---------------------------------------------------------------------------------
@@ -162,7 +167,9 @@ class ChunkStoreWriter:
         if lo < 0 or hi >= self.vocab_size:
             bad = lo if lo < 0 else hi
             raise ValueError(f"{what}: token id {bad} is outside [0, vocab_size={self.vocab_size})")
-        return a.astype(self.token_dtype, copy=False)
+        out = a.astype(self.token_dtype, copy=False)
+        # Buffered until the next flush: never keep a view of the caller's (possibly reused) buffer.
+        return out.copy() if out is a or np.may_share_memory(out, a) else out
 
     def _require_open(self) -> None:
         if self._state != "open":
@@ -172,7 +179,23 @@ class ChunkStoreWriter:
         """Appends one document (a 1-D integer array or sequence of token ids; may be empty)."""
         self._require_open()
         a = self._check_tokens(tokens, "tokens")
-        self._append(a, np.array([a.size], INDEX_DTYPE))
+        self._docs.append(a)
+        self._doc_lens.append(a.size)
+        self._docs_tokens += a.size
+        self.num_tokens += a.size
+        self.num_docs += 1
+        self.num_chunks += -(-a.size // self.chunk_len)
+        if len(self._doc_lens) >= 1 << 16 or self._docs_tokens >= self._buffer_tokens:
+            self._flush_docs()
+
+    def _flush_docs(self) -> None:
+        if self._doc_lens:
+            toks = np.concatenate(self._docs) if self._docs_tokens else np.empty(0, self.token_dtype)
+            lens = np.array(self._doc_lens, INDEX_DTYPE)
+            self._docs.clear()
+            self._doc_lens.clear()
+            self._docs_tokens = 0
+            self._append(toks, lens)
 
     def add_documents(self, documents: Iterable[Any]) -> None:
         for doc in documents:
@@ -190,19 +213,22 @@ class ChunkStoreWriter:
         a = self._check_tokens(tokens, "tokens")
         if int(lens.sum()) != a.size:
             raise ValueError(f"lengths: sum {int(lens.sum())} != number of tokens {a.size}")
+        self._flush_docs()  # keep document order
+        self.num_tokens += a.size
+        self.num_docs += lens.size
+        self.num_chunks += int((-(-lens // self.chunk_len)).sum())
         self._append(a, lens)
 
     def _append(self, tokens: np.ndarray, lens: np.ndarray) -> None:
         s = self._streams
+        n_tok, n_doc, n_chunk = self._committed
         nchunks = -(-lens // self.chunk_len)
-        doc_ids = np.arange(self.num_docs, self.num_docs + lens.size, dtype=INDEX_DTYPE)
+        doc_ids = np.arange(n_doc, n_doc + lens.size, dtype=INDEX_DTYPE)
         s["tokens"].append(tokens)
-        s["doc_offsets"].append(self.num_tokens + np.cumsum(lens))
-        s["doc_chunks"].append(self.num_chunks + np.cumsum(nchunks))
+        s["doc_offsets"].append(n_tok + np.cumsum(lens))
+        s["doc_chunks"].append(n_chunk + np.cumsum(nchunks))
         s["chunk_doc"].append(np.repeat(doc_ids, nchunks))
-        self.num_tokens += int(tokens.size)
-        self.num_docs += int(lens.size)
-        self.num_chunks += int(nchunks.sum())
+        self._committed = (n_tok + int(tokens.size), n_doc + int(lens.size), n_chunk + int(nchunks.sum()))
         for st in s.values():  # bound both the buffered elements and the number of small pieces
             if st.pending_n >= self._buffer_tokens or len(st.pending) >= 4096:
                 st.flush()
@@ -212,6 +238,8 @@ class ChunkStoreWriter:
         """Completes the store and moves it to ``path`` atomically; returns ``path``."""
         self._require_open()
         try:
+            self._flush_docs()
+            assert self._committed == (self.num_tokens, self.num_docs, self.num_chunks)
             arrays = {}
             for name, st in self._streams.items():
                 checksum = st.close(self._fsync)
@@ -284,6 +312,8 @@ class ChunkStoreWriter:
         """Discards everything written; ``path`` is left untouched."""
         if self._state != "open":
             return
+        self._docs.clear()
+        self._doc_lens.clear()
         for st in self._streams.values():
             st.abort()
         shutil.rmtree(self._tmp, ignore_errors=True)

@@ -12,6 +12,7 @@ enum class Storage : int { F32 = 0, F64 = 1, BF16 = 2, F16 = 3 };
 constexpr int64_t kQBlock = 64;    // query rows per tile
 constexpr int64_t kKBlock = 128;   // keys per score tile (online softmax step)
 constexpr int64_t kPad = 32;       // key counts are padded to this (covers every ISA's column block)
+constexpr int64_t kSkew = 16;     // extra leading-dim elements: no power-of-two strides (cache-set conflicts)
 constexpr int64_t kDPad = 16;     // head dim is padded to this (a whole number of vectors)
 constexpr int64_t kMaxD = 128;
 
@@ -33,7 +34,7 @@ struct TaskArgs {
 // Scratch bytes one thread needs for one task (compute type: 4 or 8 bytes).
 inline int64_t scratch_bytes(const TaskArgs& a, bool bwd) {
   const int64_t es = a.st == Storage::F64 ? 8 : 4;
-  const int64_t kr = a.K * a.R, krp = round_up(kr, kPad), qb = kQBlock, kb = kKBlock;
+  const int64_t kr = a.K * a.R, krp = round_up(kr, kPad) + kSkew, qb = kQBlock, kb = kKBlock + kSkew;
   int64_t n = krp * a.Dp * 2 + qb * a.Dp * 2 + qb * kb + 2 * qb;  // Kt, V, Q, O, S, m, l
   if (bwd) n += krp * a.Dp * 3 + qb * a.Dp * 2 + qb * kb;         // K rows, dK, dV, dO, dQ, dP
   return n * es + kr * 4 + 256;                                    // + valid-key index, alignment slack

@@ -13,10 +13,11 @@ inline float f32_from_bits(uint32_t u) { float f; std::memcpy(&f, &u, 4); return
 
 inline float to_float(BFloat16 h) { return f32_from_bits(static_cast<uint32_t>(h.bits) << 16); }
 inline BFloat16 to_bf16(float f) {
-  uint32_t u = f32_bits(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return BFloat16{static_cast<uint16_t>((u >> 16) | 0x40)};  // quiet NaN
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return BFloat16{static_cast<uint16_t>(u >> 16)};
+  const uint32_t u = f32_bits(f);
+  const uint32_t rounded = u + 0x7fffu + ((u >> 16) & 1u);
+  const uint32_t nan = u | 0x400000u;  // quiet NaN keeps its sign and payload top bits
+  // Branch-free select so the rope loops vectorize.
+  return BFloat16{static_cast<uint16_t>(((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded) >> 16)};
 }
 
 inline float to_float(Half h) {

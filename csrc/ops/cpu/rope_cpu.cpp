@@ -46,10 +46,10 @@ inline void sin_cos(double a, double* s, double* c) {
   *c = std::cos(a);
 }
 
-// Rotates one head vector (D elements) from `in` to `out` (may alias).
+// Rotates one head vector (D elements) from `in` to `out` (distinct buffers: restrict lets it vectorize).
 template <class T, class C>
-inline void rotate_head(const T* in, T* out, const C* cs, const C* sn, int64_t half, int64_t rdim, int64_t d,
-                        bool interleaved) {
+inline void rotate_head(const T* __restrict in, T* __restrict out, const C* __restrict cs, const C* __restrict sn,
+                        int64_t half, int64_t rdim, int64_t d, bool interleaved) {
   if (interleaved) {
     for (int64_t i = 0; i < half; ++i) {
       const C a = Io<T>::ld(in[2 * i]), b = Io<T>::ld(in[2 * i + 1]);
@@ -63,7 +63,7 @@ inline void rotate_head(const T* in, T* out, const C* cs, const C* sn, int64_t h
       out[i + half] = Io<T>::st(b * cs[i] + a * sn[i]);
     }
   }
-  if (out != in && d > rdim) std::memcpy(out + rdim, in + rdim, sizeof(T) * (d - rdim));
+  if (d > rdim) std::memcpy(out + rdim, in + rdim, sizeof(T) * (d - rdim));
 }
 
 template <class T, class P>
@@ -87,6 +87,7 @@ void run(const RopeArgs& a) {
 
   parallel_for(Bp * S, grain, [&](int64_t begin, int64_t end) {
     std::vector<C> cs(half), sn(half);
+    std::vector<T> scratch(static_cast<size_t>(R));  // in-place: the rotated part of one head, staged in L1
     for (int64_t it = begin; it < end; ++it) {
       const int64_t pb = it / S, s = it % S;
       const double p = static_cast<double>(pos[pb * ps0 + s * ps1]);
@@ -105,7 +106,12 @@ void run(const RopeArgs& a) {
           for (int64_t h = 0; h < x.shape[2]; ++h) {
             const T* in = xp + b * x.stride[0] + s * x.stride[1] + h * x.stride[2];
             T* out = op + b * o.stride[0] + s * o.stride[1] + h * o.stride[2];
-            rotate_head<T, C>(in, out, cs.data(), sn.data(), half, R, D, a.p.interleaved);
+            if (in == out) {  // rotate the staged copy back into x; pass-through dims stay as they are
+              std::memcpy(scratch.data(), in, sizeof(T) * R);
+              rotate_head<T, C>(scratch.data(), out, cs.data(), sn.data(), half, R, R, a.p.interleaved);
+            } else {
+              rotate_head<T, C>(in, out, cs.data(), sn.data(), half, R, D, a.p.interleaved);
+            }
           }
         }
       }

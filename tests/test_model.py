@@ -1,0 +1,324 @@
+"""pyretro.model: configs, GPT/Retro equivalences, causality, masks, padding, save/load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pyretro.errors import ConfigError, MismatchError
+from pyretro.model import GPT, GPTConfig, RetroConfig, RetroModel, default_cca_layers, lm_loss, ops_backend
+from pyretro.model.io import load, save
+
+V = 61
+
+
+def tiny_gpt(seed: int = 0, **kw) -> GPT:
+    torch.manual_seed(seed)
+    cfg = dict(vocab_size=V, d_model=32, n_layers=4, n_heads=4, n_kv_heads=2, rotary_fraction=0.5, max_seq_len=128)
+    cfg.update(kw)
+    return GPT(GPTConfig(**cfg)).double().eval()
+
+
+def tiny_retro(seed: int = 0, gpt_kw=None, live: bool = True, **kw) -> tuple[GPT, RetroModel]:
+    gpt = tiny_gpt(seed, **(gpt_kw or {}))
+    rc = dict(chunk_len=4, num_neighbors=2, neighbor_len=6, cca_layers=(2, 4), encoder_d_model=16, encoder_heads=2)
+    rc.update(kw)
+    model = RetroModel.from_gpt(gpt, RetroConfig(**rc)).eval()
+    if live:  # give CCA a non-zero output so retrieval actually changes the logits
+        torch.manual_seed(seed + 1)
+        for c in model.cca:
+            torch.nn.init.normal_(c.o.weight, 0.0, 0.2)
+    return gpt, model
+
+
+def inputs(B=2, N=19, L=None, K=2, r=6, m=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    L = -(-N // m) if L is None else L
+    return torch.randint(0, V, (B, N), generator=g), torch.randint(0, V, (B, L, K, r), generator=g)
+
+
+# ------------------------------------------------------------------ configs
+def test_default_cca_layers_follow_megatron():
+    assert default_cca_layers(12) == (6, 9, 12)
+    assert default_cca_layers(15) == (6, 9, 12, 15)
+    assert default_cca_layers(16) == (9, 12, 15)
+    assert default_cca_layers(24) == (9, 12, 15, 18, 21, 24)
+    assert RetroConfig().resolved_cca_layers(12) == (6, 9, 12)
+    assert RetroConfig().r == 128 and RetroConfig(chunk_len=16).r == 32
+
+
+@pytest.mark.parametrize(
+    "kw, field",
+    [
+        (dict(d_model=30, n_heads=4), "n_heads"),
+        (dict(n_heads=4, n_kv_heads=3), "n_kv_heads"),
+        (dict(mlp="relu"), "mlp"),
+        (dict(norm="batchnorm"), "norm"),
+        (dict(rotary_fraction=1.5), "rotary_fraction"),
+        (dict(vocab_size=0), "vocab_size"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(position="alibi"), "position"),
+    ],
+)
+def test_bad_gpt_config(kw, field):
+    base = dict(vocab_size=V, d_model=32, n_layers=2, n_heads=4)
+    base.update(kw)
+    with pytest.raises(ConfigError, match=field):
+        GPTConfig(**base)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(cca_layers=(0, 2)), "1-based"),
+        (dict(cca_layers=(3, 5)), r"\[1, 4\]"),
+        (dict(cca_layers=(3, 2)), "increasing"),
+        (dict(), "no chunked cross-attention layer"),  # default starts at layer 6 > 4 layers
+        (dict(chunk_len=0, cca_layers=(2,)), "chunk_len"),
+        (dict(encoder_d_model=18, encoder_heads=4, cca_layers=(2,)), "encoder_heads"),
+    ],
+)
+def test_bad_retro_config(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        RetroModel(tiny_gpt().config, RetroConfig(**kw))
+
+
+def test_config_dict_round_trip_and_unknown_field():
+    rc = RetroConfig(cca_layers=(2, 4), chunk_len=8)
+    assert RetroConfig.from_dict(rc.to_dict()) == rc
+    with pytest.raises(ConfigError, match="unknown field"):
+        GPTConfig.from_dict({"vocab_size": 10, "d_modle": 8})
+
+
+# ------------------------------------------------------------------ equivalences
+def test_retrofit_equals_gpt_at_init():
+    gpt, model = tiny_retro(live=False)
+    tokens, nb = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens, nb), gpt(tokens), rtol=0, atol=1e-12)
+    # ...and the retrieval path does run: a live CCA changes the logits past the first chunk
+    _, live = tiny_retro()
+    with torch.no_grad():
+        assert (live(tokens, nb) - gpt(tokens)).abs()[:, 3:].amax() > 1e-3
+
+
+def test_decoder_only_modes_equal_gpt():
+    gpt, model = tiny_retro()
+    tokens, nb = inputs()
+    with torch.no_grad():
+        ref = gpt(tokens)
+        torch.testing.assert_close(model(tokens), ref, rtol=0, atol=0)
+        torch.testing.assert_close(model(tokens, nb, retrieval=False), ref, rtol=0, atol=0)
+        model.set_gate(0.0)
+        torch.testing.assert_close(model(tokens, nb), ref, rtol=0, atol=0)
+        model.set_gate(0.5)
+        half = model(tokens, nb)
+        model.set_gate(1.0)
+        full = model(tokens, nb)
+    assert not torch.allclose(half, full)
+
+
+def test_freeze_decoder():
+    gpt = tiny_gpt()
+    model = RetroModel.from_gpt(gpt, RetroConfig(chunk_len=4, cca_layers=(2,)), freeze_decoder=True)
+    assert not any(p.requires_grad for p in model.decoder.parameters())
+    assert all(p.requires_grad for p in model.encoder.parameters())
+    assert all(p.requires_grad for p in model.cca.parameters())
+
+
+def test_frozen_decoder_gets_no_gradients():
+    gpt = tiny_gpt()
+    model = RetroModel.from_gpt(gpt, RetroConfig(chunk_len=4, neighbor_len=6, cca_layers=(2, 4)), freeze_decoder=True)
+    model.train()
+    tokens, nb = inputs()
+    lm_loss(model(tokens, nb), tokens).backward()
+    assert all(p.grad is None for p in model.decoder.parameters())
+    assert model.cca[0].o.weight.grad.abs().sum() > 0  # zero-initialised, but its gradient is not zero
+    assert all(p.grad is not None for p in model.cca.parameters())
+
+
+def test_bfloat16_forward_close_to_float32():
+    _, model = tiny_retro()
+    model.float()
+    tokens, nb = inputs()
+    with torch.no_grad():
+        ref = model(tokens, nb)
+        low = model.to(torch.bfloat16)(tokens, nb)
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), ref, rtol=0.05, atol=0.08)
+
+
+def test_fused_ops_match_reference_ops():
+    _, model = tiny_retro(gpt_kw=dict(), cca_rotary=True)
+    tokens, nb = inputs(N=23)
+    with torch.no_grad():
+        with ops_backend(True):
+            a = model(tokens, nb)
+        with ops_backend(False):
+            b = model(tokens, nb)
+    torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+# ------------------------------------------------------------------ causality
+@pytest.mark.parametrize("t", [0, 5, 11, 18])
+def test_changing_token_t_changes_nothing_before_t(t):
+    _, model = tiny_retro(cca_rotary=True)
+    tokens, nb = inputs()
+    t2 = tokens.clone()
+    t2[:, t] = (t2[:, t] + 1) % V
+    with torch.no_grad():
+        a, b = model(tokens, nb), model(t2, nb)
+    torch.testing.assert_close(a[:, :t], b[:, :t], rtol=0, atol=0)
+    assert (a[:, t:] - b[:, t:]).abs().amax() > 1e-6
+
+
+@pytest.mark.parametrize("u", [0, 1, 3])
+def test_changing_chunk_neighbours_changes_nothing_before_its_first_reader(u):
+    m = 4
+    _, model = tiny_retro()
+    tokens, nb = inputs(N=19)
+    nb2 = nb.clone()
+    nb2[:, u] = (nb2[:, u] + 7) % V
+    first = (u + 1) * m - 1
+    with torch.no_grad():
+        a, b = model(tokens, nb), model(tokens, nb2)
+    torch.testing.assert_close(a[:, :first], b[:, :first], rtol=0, atol=0)
+    assert (a[:, first] - b[:, first]).abs().amax() > 1e-6
+
+
+# ------------------------------------------------------------------ masks
+def test_missing_neighbour_equals_fewer_neighbours():
+    _, model = tiny_retro()
+    tokens, nb3 = inputs(K=3)
+    mask = torch.ones(nb3.shape[:3], dtype=torch.bool)
+    mask[:, :, 2] = False
+    mask[0, 1, 0] = False  # and one more missing neighbour in one chunk
+    nb_minus = nb3.clone()
+    nb_minus[0, 1, 0] = -1  # -1 ids mark missing neighbours too
+    with torch.no_grad():
+        a = model(tokens, nb3, mask)
+        b = model(tokens, nb_minus[:, :, :2])
+        nb2 = nb3[:, :, [0, 1]].clone()
+        nb2[0, 1, 0] = nb2[0, 1, 1]
+        ref = model(tokens, nb3[:, :, :2])
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    # chunk 1 of row 0 lost a neighbour: nothing before its first reader (t = 7) differs from the 2-neighbour run
+    diff = (a - ref).abs().amax(-1)
+    assert diff[1].amax() == 0 and diff[0, :7].amax() == 0 and diff[0, 7] > 0
+
+
+def test_padded_neighbour_tokens_equal_shorter_neighbours():
+    _, model = tiny_retro()
+    tokens, nb = inputs(r=6)
+    pad = nb.clone()
+    pad[..., 4:] = -1
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens, pad), model(tokens, nb[..., :4]), rtol=1e-12, atol=1e-12)
+
+
+def test_all_neighbours_missing_gives_gpt_and_finite_grads():
+    gpt, model = tiny_retro()
+    model.train()
+    tokens, nb = inputs()
+    mask = torch.zeros(nb.shape[:3], dtype=torch.bool)
+    mask[0, 2] = True  # a single chunk of one row has neighbours
+    logits = model(tokens, nb, mask)
+    with torch.no_grad():
+        ref = gpt(tokens)
+    torch.testing.assert_close(logits[1], ref[1], rtol=0, atol=1e-12)
+    lm_loss(logits, tokens).backward()
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            assert torch.isfinite(p.grad).all(), name
+    assert model.encoder.layers[0].attn.qkv.weight.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------ left padding
+@pytest.mark.parametrize("retro", [False, True])
+def test_left_padding_matches_unpadded_rows(retro):
+    gpt, model = tiny_retro()
+    g = torch.Generator().manual_seed(3)
+    lens = [17, 10, 13]
+    N = max(lens)
+    rows = [torch.randint(0, V, (n,), generator=g) for n in lens]
+    nbs = [torch.randint(0, V, (1, n // 4, 2, 6), generator=g) for n in lens]
+    tokens = torch.zeros(3, N, dtype=torch.long)
+    mask = torch.zeros(3, N, dtype=torch.bool)
+    nb = torch.full((3, N // 4, 2, 6), -1)
+    for b, (row, n) in enumerate(zip(rows, lens, strict=True)):
+        tokens[b, N - n:], mask[b, N - n:] = row, True
+        nb[b, : n // 4] = nbs[b][0]
+    with torch.no_grad():
+        out = model(tokens, nb, attention_mask=mask) if retro else gpt(tokens, mask)
+        for b, (row, n) in enumerate(zip(rows, lens, strict=True)):
+            ref = model(row[None], nbs[b]) if retro else gpt(row[None])
+            torch.testing.assert_close(out[b, N - n:], ref[0], rtol=1e-10, atol=1e-10)
+
+
+def test_bad_inputs_rejected():
+    _, model = tiny_retro()
+    tokens, nb = inputs(N=19)
+    with pytest.raises(ValueError, match="neighbors"):
+        model(tokens, nb[:, :3])  # 4 complete chunks need L >= 4
+    with pytest.raises(ValueError, match="tokens"):
+        model(tokens + V)
+    with pytest.raises(ValueError, match="left padding"):
+        m = torch.ones_like(tokens, dtype=torch.bool)
+        m[:, 5] = False
+        model(tokens, nb, attention_mask=m)
+    with pytest.raises(ValueError, match="neighbor_mask"):
+        model(tokens, nb, torch.ones(2, 5, 3, dtype=torch.bool))
+
+
+# ------------------------------------------------------------------ loss
+def test_lm_loss_ignore_mask():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    tokens = torch.randint(0, 7, (2, 5))
+    mask = torch.tensor([[0, 0, 1, 1, 0], [0, 1, 1, 1, 1]], dtype=torch.bool)
+    logp = logits.log_softmax(-1)
+    terms = [-logp[b, t - 1, tokens[b, t]] for b in range(2) for t in range(1, 5) if mask[b, t]]
+    torch.testing.assert_close(lm_loss(logits, tokens, mask), torch.stack(terms).mean())
+    torch.testing.assert_close(lm_loss(logits, tokens), torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, 7), tokens[:, 1:].reshape(-1)))
+
+
+# ------------------------------------------------------------------ save / load
+@pytest.mark.parametrize("tied", [True, False])
+def test_save_load_round_trip(tmp_path, tied):
+    gpt, model = tiny_retro(gpt_kw=dict(tie_embeddings=tied))
+    model.set_gate(0.7)
+    tokens, nb = inputs()
+    for net, name in ((gpt, "gpt"), (model, "retro")):
+        path = tmp_path / f"{name}.safetensors"
+        save(net, path)
+        back = load(path).eval()
+        assert type(back) is type(net) and back.config == net.config
+        with torch.no_grad():
+            a = net(tokens, nb) if name == "retro" else net(tokens)
+            b = back(tokens, nb) if name == "retro" else back(tokens)
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert load(tmp_path / "retro.safetensors").retro == model.retro
+    assert float(load(tmp_path / "retro.safetensors").gate) == pytest.approx(0.7)
+
+
+def test_load_rejects_mismatch(tmp_path):
+    from safetensors.torch import save_file
+
+    from pyretro.model.io import load_state_checked
+
+    gpt = tiny_gpt()
+    other = tiny_gpt(d_model=48)
+    with pytest.raises(MismatchError, match="shape mismatch"):
+        load_state_checked(other, {k: v for k, v in gpt.state_dict().items() if k != "lm_head.weight"}, "x")
+    sd = {k: v for k, v in gpt.state_dict().items() if k not in ("lm_head.weight", "norm_f.weight")}
+    with pytest.raises(MismatchError, match="missing.*norm_f.weight"):
+        load_state_checked(gpt, sd, "x")
+    save_file({"a": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(MismatchError, match="pyretro model metadata"):
+        load(tmp_path / "plain.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a file")
+    with pytest.raises(MismatchError, match="not a readable"):
+        load(tmp_path / "junk.safetensors")
+    with pytest.raises(FileNotFoundError):
+        load(tmp_path / "nope.safetensors")

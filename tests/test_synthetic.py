@@ -1,0 +1,132 @@
+"""The synthetic-knowledge corpus: determinism, fact consistency, QA support, splits, writers."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+import pytest
+
+from pyretro.data import synthetic
+from pyretro.data.synthetic import ATTRIBUTES, generate, iter_documents
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return generate(120, 4, seed=7, heldout_fraction=0.3)
+
+
+def test_same_seed_same_corpus_other_seed_differs(corpus):
+    again = generate(120, 4, seed=7, heldout_fraction=0.3)
+    assert again.documents == corpus.documents
+    assert again.qa == corpus.qa
+    assert again.entities == corpus.entities
+    other = generate(120, 4, seed=8, heldout_fraction=0.3)
+    assert [d["text"] for d in other.documents] != [d["text"] for d in corpus.documents]
+
+
+def test_larger_corpus_extends_smaller_and_streaming_matches(corpus):
+    small = generate(30, 4, seed=7, heldout_fraction=0.3)
+    assert corpus.documents[: len(small.documents)] == small.documents
+    assert list(iter_documents(120, 4, seed=7, heldout_fraction=0.3)) == corpus.documents
+
+
+def _words(text: str, vocab: list[str]) -> set[str]:
+    return {w for w in vocab if re.search(rf"\b{re.escape(w)}\b", text)}
+
+
+def test_every_document_states_exactly_its_entitys_facts(corpus):
+    by_entity = {e.id: e for e in corpus.entities}
+    for d in corpus.documents:
+        e = by_entity[d["entity"]]
+        text = d["text"]
+        assert e.name in text
+        for a in ATTRIBUTES:
+            assert e.facts[a] in text, (a, text)
+        # no conflicting value of the closed-vocabulary attributes
+        assert _words(text, synthetic._COLOURS) == {e.facts["colour"]}
+        assert _words(text, synthetic._PETS) == {e.facts["pet"]}
+        assert _words(text, synthetic._OCCUPATIONS) == {e.facts["occupation"]}
+        assert set(re.findall(r"\b(?:19|20)\d\d\b", text)) == {e.facts["birth_year"]}
+
+
+def test_documents_of_an_entity_differ_in_wording(corpus):
+    groups: dict[str, list[str]] = {}
+    for d in corpus.documents:
+        groups.setdefault(d["entity"], []).append(d["text"])
+    assert all(len(set(texts)) == len(texts) for texts in groups.values())
+
+
+def test_facts_are_arbitrary_and_names_unique():
+    c = generate(2000, 2, seed=1)
+    names = [e.name for e in c.entities]
+    assert len(set(names)) == len(names)
+    for a, lo in [("birth_city", 150), ("employer", 100), ("colour", 20), ("pet_name", 1000)]:
+        assert len({e.facts[a] for e in c.entities}) >= lo, a
+    # the same first name does not imply the same facts
+    by_first: dict[str, set[str]] = {}
+    for e in c.entities:
+        by_first.setdefault(e.first, set()).add(e.facts["birth_city"])
+    assert any(len(v) > 1 for v in by_first.values())
+
+
+def test_qa_answers_are_in_every_context_document(corpus):
+    docs = {d["id"]: d for d in corpus.documents}
+    ents = {e.id: e for e in corpus.entities}
+    assert len(corpus.qa) == len(corpus.entities) * len(ATTRIBUTES)
+    for q in corpus.qa:
+        e = ents[q["entity"]]
+        assert e.name in q["question"]
+        assert q["answers"] == [e.facts[q["attribute"]]]
+        assert q["context_ids"]
+        for cid in q["context_ids"]:
+            d = docs[cid]
+            assert d["entity"] == e.id and d["split"] != "eval"
+            assert q["answers"][0] in d["text"]
+        assert q["split"] == ("heldout" if e.heldout else "train")
+
+
+def test_splits(corpus):
+    ents = {e.id: e for e in corpus.entities}
+    counts = Counter(e.heldout for e in corpus.entities)
+    assert 0 < counts[True] < len(corpus.entities)
+    train, db, ev = corpus.train_documents, corpus.database_documents, corpus.eval_documents
+    assert {d["id"] for d in train} <= {d["id"] for d in db}
+    assert not {d["id"] for d in ev} & {d["id"] for d in db}
+    assert all(not ents[d["entity"]].heldout for d in train)
+    held = [e for e in corpus.entities if e.heldout]
+    for e in held:
+        mine = [d for d in corpus.documents if d["entity"] == e.id]
+        assert Counter(d["split"] for d in mine) == {"eval": 1, "retrieval": 3}
+    # every eval document's facts are retrievable: its entity has database documents
+    db_entities = {d["entity"] for d in db}
+    assert all(d["entity"] in db_entities for d in ev)
+    assert len(corpus.qa_split(heldout=True)) == len(held) * len(ATTRIBUTES)
+    with pytest.raises(ValueError, match="split"):
+        corpus.split("test")
+
+
+def test_write_jsonl_roundtrip(tmp_path, corpus):
+    paths = corpus.write(tmp_path / "c")
+    rows = [json.loads(line) for line in paths["documents"].read_text().splitlines()]
+    assert rows == corpus.documents
+    assert len(paths["eval"].read_text().splitlines()) == len(corpus.eval_documents)
+    qa = [json.loads(line) for line in paths["qa"].read_text().splitlines()]
+    assert qa == corpus.qa
+    assert not list((tmp_path / "c").glob(".*tmp*"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"num_entities": 0}, "num_entities"),
+        ({"docs_per_entity": 1}, "docs_per_entity"),
+        ({"eval_docs_per_entity": 4}, "eval_docs_per_entity"),
+        ({"heldout_fraction": 1.5}, "heldout_fraction"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    args = {"num_entities": 3, "docs_per_entity": 4} | kwargs
+    with pytest.raises(ValueError, match=match):
+        generate(**args)
