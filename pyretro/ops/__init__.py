@@ -5,7 +5,8 @@ autograd, and a plain-PyTorch reference in ``pyretro.ops.reference`` with identi
 """
 
 from pyretro.ops.cca import chunked_cross_attention
-from pyretro.ops.gather import gather_neighbors
-from pyretro.ops.rope import rope, rope_
+from pyretro.ops.gather import DeviceChunkStore, gather_neighbors
+from pyretro.ops.rope import rope, rope_, rope_qk, rope_qk_
 
-__all__ = ["chunked_cross_attention", "gather_neighbors", "rope", "rope_"]
+__all__ = ["DeviceChunkStore", "chunked_cross_attention", "gather_neighbors", "rope", "rope_", "rope_qk",
+           "rope_qk_"]
