@@ -6,6 +6,7 @@ C++-facing tests) and takes precedence over the installed one.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -45,3 +46,9 @@ def _init_threads() -> None:
 
 
 _init_threads()
+
+
+@functools.cache
+def cuda_compiled() -> bool:
+    """Whether this build of the core holds the CUDA kernels."""
+    return bool(_C.build_info()["cuda_compiled"])

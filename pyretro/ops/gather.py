@@ -74,13 +74,6 @@ def _check_id_range(ids: Tensor, num_chunks: int) -> None:
 
 
 @functools.cache
-def _cuda_compiled() -> bool:
-    from pyretro._ext import _C
-
-    return bool(_C.build_info()["cuda_compiled"])
-
-
-@functools.cache
 def _warn_no_cuda() -> None:
     warnings.warn(
         "pyretro was built without CUDA: gather_neighbors on CUDA tensors uses the plain-PyTorch reference",
@@ -103,7 +96,7 @@ def _gather_op(
     continuation: bool,
     check_ids: bool,
 ) -> tuple[Tensor, Tensor]:
-    from pyretro._ext import _C
+    from pyretro._ext import _C, cuda_compiled
 
     ids = neighbor_ids.contiguous()
     shape = (*ids.shape, r)
@@ -115,7 +108,7 @@ def _gather_op(
         _C.store_gather(*args, view(ids, "neighbor_ids"), chunk_len, r, view(out, "out"), view(mask, "out_mask"),
                         pad_id, continuation)
     else:
-        if not _cuda_compiled():  # CPU-only build given CUDA tensors: same rows, plain PyTorch
+        if not cuda_compiled():  # CPU-only build given CUDA tensors: same rows, plain PyTorch
             _warn_no_cuda()
             from pyretro.ops.reference.gather import gather_neighbors_reference
 

@@ -36,20 +36,13 @@ _INT_DTYPES = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
 def _kernel(x: Tensor):
     """The compiled entry point for ``x``'s device, or None when the core lacks it (a core built before the
     kernels, or a CPU-only build given CUDA tensors): then the plain-PyTorch reference runs instead."""
-    from pyretro._ext import _C
+    from pyretro._ext import _C, cuda_compiled
 
     fn = getattr(_C, "rope", None)
-    if fn is not None and x.is_cuda and not _cuda_compiled():
+    if fn is not None and x.is_cuda and not cuda_compiled():
         _warn_no_cuda()
         return None
     return fn
-
-
-@functools.cache
-def _cuda_compiled() -> bool:
-    from pyretro._ext import _C
-
-    return bool(_C.build_info()["cuda_compiled"])
 
 
 @functools.cache

@@ -53,6 +53,7 @@ struct TensorView {
   int64_t size(int d) const { return shape[d < 0 ? d + ndim : d]; }
   int64_t numel() const { int64_t n = 1; for (int i = 0; i < ndim; ++i) n *= shape[i]; return n; }
   bool is_contiguous() const {
+    if (numel() == 0) return true;  // numpy gives empty arrays stride 0
     int64_t expect = 1;
     for (int i = ndim - 1; i >= 0; --i) {
       if (shape[i] != 1 && stride[i] != expect) return false;
