@@ -9,7 +9,6 @@
 namespace pyretro {
 namespace {
 
-
 void check_cpu_1d_int64(const TensorView& t) {
   check_device(t, DeviceType::CPU);
   check_ndim(t, 1);
