@@ -110,3 +110,21 @@ def test_sentence_transformers_default_model():
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-4)
     assert x[0] @ x[1] > x[0] @ x[2] + 0.2
     assert e.fingerprint()["name"] == "sentence-transformers" and len(e.fingerprint()["model_sha1"]) == 40
+
+
+def test_fitted_hashing_embedder_round_trips_through_its_spec(tmp_path):
+    texts = [f"entity {i} lives in city {i % 7} and keeps a {['cat', 'dog', 'owl'][i % 3]}" for i in range(40)]
+    emb = HashingEmbedder(dim=64, ngram=2).fit(texts)
+    spec = emb.save_idf(tmp_path / "sub" / "idf.npy")
+    assert emb.spec == spec and spec.startswith("hashing:64,ngram=2,idf=")
+    again = make_embedder(spec)
+    assert again.fingerprint() == emb.fingerprint()
+    np.testing.assert_array_equal(again.embed(texts[:5]), emb.embed(texts[:5]))
+    # an unfitted embedder of the same size is a different embedder
+    assert make_embedder("hashing:64").fingerprint() != emb.fingerprint()
+    with pytest.raises(ConfigError, match="idf file"):
+        make_embedder(f"hashing:64,idf={tmp_path / 'missing.npy'}")
+    with pytest.raises(ConfigError, match="expected hashing:DIM"):
+        make_embedder("hashing:64,bogus")
+    with pytest.raises(ConfigError, match="fit"):
+        HashingEmbedder(dim=8).save_idf(tmp_path / "x.npy")

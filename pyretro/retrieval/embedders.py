@@ -105,6 +105,23 @@ class HashingEmbedder:
         self.idf = (np.log((1.0 + len(texts)) / (1.0 + df)) + 1.0).astype(np.float32)
         return self
 
+    def save_idf(self, path: str | os.PathLike) -> str:
+        """Writes the fitted idf to ``path`` (``.npy``, atomically) and returns the spec that rebuilds this
+        embedder (``hashing:DIM,ngram=N,idf=PATH``); it is also set as ``self.spec``, so the embeddings and
+        index headers record it and ``Retriever.open`` can rebuild the same embedder."""
+        if self.idf is None:
+            raise ConfigError("HashingEmbedder.save_idf: call fit(texts) first")
+        path = Path(path).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        with open(tmp, "wb") as f:
+            np.save(f, self.idf)
+        os.replace(tmp, path)
+        self.spec = f"hashing:{self.dim},ngram={self.ngram},idf={path}"
+        if not self.lowercase:
+            self.spec += ",lowercase=0"
+        return self.spec
+
     def embed(self, texts: list[str]) -> np.ndarray:
         n = len(texts)
         out = np.zeros((n, self.dim), dtype=np.float64)
@@ -257,16 +274,37 @@ class HFEncoderEmbedder:
                 "max_length": self.max_length, "pooling": "mean", "normalize": self.normalize}
 
 
+def _hashing_options(spec: str, arg: str, kwargs: dict) -> None:
+    """``hashing:DIM[,ngram=N][,idf=PATH.npy][,lowercase=0|1]`` -> HashingEmbedder keyword arguments."""
+    dim, *opts = arg.split(",") if arg else [""]
+    try:
+        if dim:
+            kwargs.setdefault("dim", int(dim))
+        for opt in opts:
+            key, eq, value = opt.partition("=")
+            if key == "ngram" and eq:
+                kwargs.setdefault("ngram", int(value))
+            elif key == "lowercase" and eq:
+                kwargs.setdefault("lowercase", value not in ("0", "false", "False"))
+            elif key == "idf" and eq:
+                try:
+                    kwargs.setdefault("idf", np.load(value, allow_pickle=False))
+                except (OSError, ValueError) as e:
+                    raise ConfigError(f"embedder {spec!r}: cannot read idf file {value!r}: {e}") from e
+            else:
+                raise ValueError(opt)
+    except ValueError as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"embedder {spec!r}: expected hashing:DIM[,ngram=N][,idf=PATH][,lowercase=0|1]") from e
+
+
 def make_embedder(spec: str = "hashing", device: str | None = None, **kwargs) -> Embedder:
-    """``hashing[:dim]``, ``st`` (bundled MiniLM), ``st:DIR``, ``hf:DIR``."""
+    """``hashing[:DIM[,ngram=N][,idf=PATH]]``, ``st`` (bundled MiniLM), ``st:DIR``, ``hf:DIR``."""
     kind, _, arg = spec.partition(":")
     emb: Embedder
     if kind == "hashing":
-        if arg:
-            try:
-                kwargs.setdefault("dim", int(arg))
-            except ValueError as e:
-                raise ConfigError(f"embedder {spec!r}: hashing:DIM needs an integer DIM") from e
+        _hashing_options(spec, arg, kwargs)
         for key in ("batch_size", "precision"):
             kwargs.pop(key, None)
         emb = HashingEmbedder(**kwargs)
