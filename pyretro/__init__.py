@@ -14,6 +14,7 @@ def build_info() -> dict[str, Any]:
     from pyretro._ext import _C
 
     info: dict[str, Any] = dict(_C.build_info())
+    info["core_version"] = info.get("version")  # a stale in-place build shows up as a different version
     info["version"] = __version__
     info["threads"] = _C.get_num_threads()
     info["python"] = platform.python_version()

@@ -1,9 +1,13 @@
-"""``pyretro bench [kernels|store|ingest|retrieval|model|train]``: micro-benchmarks with same-run baselines."""
+"""``pyretro bench [kernels|store|ingest|retrieval|model|train|AREA]``: micro-benchmarks with same-run baselines.
+
+Runs from an installed package (the code is ``pyretro.benchmarks``; ``bench/*.py`` are thin wrappers over it).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def _parse_overrides(text: str | None) -> dict[str, object]:
@@ -24,29 +28,56 @@ def _parse_overrides(text: str | None) -> dict[str, object]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from pyretro.benchmarks import GROUPS
+    from pyretro.benchmarks import AREAS, GROUPS
 
-    p = sub.add_parser("bench", help="run micro-benchmarks against same-run baselines")
-    p.add_argument("group", nargs="?", default="kernels", choices=sorted(GROUPS))
+    p = sub.add_parser("bench", help="run micro-benchmarks against same-run baselines",
+                       description="Times each op against its baselines in the same process and prints times "
+                                   "and ratios (ratio = baseline_ms / time_ms, > 1: pyretro faster).")
+    p.add_argument("group", nargs="?", default="kernels", choices=[*GROUPS, *AREAS],
+                   help="a group (kernels, store, ingest, retrieval, model, train) or one area (cca, rope, ...)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--dtype", default=None, help="e.g. float32, bfloat16 (kernel benchmarks)")
-    p.add_argument("--shapes", default=None, help="overrides, e.g. B=2,N=1024,D=128")
+    p.add_argument("--shapes", default=None, help="overrides, e.g. B=2,N=1024,D=128 (see --list)")
     p.add_argument("--quick", action="store_true", help="small shapes and few repeats (a smoke run)")
     p.add_argument("--json", action="store_true", help="print rows as JSON")
+    p.add_argument("--list", action="store_true", help="list groups, areas and their parameters, then exit")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from pyretro.benchmarks import format_table, run_group
+def _header(args: argparse.Namespace) -> str:
+    import pyretro
 
+    info = pyretro.build_info()
+    return (f"pyretro {info['version']} (cuda_compiled={info['cuda_compiled']}), torch {info.get('torch')}, "
+            f"device={args.device}, {info['threads']} threads, {'quick' if args.quick else 'full'} shapes")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pyretro.benchmarks import describe, format_table, run_group
+
+    if args.list:
+        print(describe())
+        return 0
     overrides = _parse_overrides(args.shapes)
     if args.dtype:
+        import torch
+
+        if not isinstance(getattr(torch, args.dtype.removeprefix("torch."), None), torch.dtype):
+            raise ValueError(f"--dtype: {args.dtype!r} is not a torch dtype (e.g. float32, bfloat16, float16)")
         overrides["dtype"] = args.dtype
     if args.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise ValueError("--device cuda: torch sees no CUDA device")
-    rows = run_group(args.group, device=args.device, quick=args.quick, **overrides)
-    print(json.dumps(rows, indent=2, default=str) if args.json else format_table(rows))
+    skipped: list[str] = []
+    rows = run_group(args.group, device=args.device, quick=args.quick, skipped=skipped, **overrides)
+    for area in skipped:
+        print(f"pyretro bench: skipped {area!r}: pyretro.benchmarks.{area} is not in this install", file=sys.stderr)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        print(_header(args))
+        print(format_table(rows))
+        print("ratio = baseline_ms / time_ms (> 1: pyretro faster than the baseline, measured in this run)")
     return 0
