@@ -1,0 +1,53 @@
+"""AdamW with decoupled weight decay on matrices only, and linear warmup + cosine decay to a floor."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from pyretro.train.config import OptimSection
+
+
+def lr_factor(step: int, warmup_steps: int, decay_steps: int, min_ratio: float) -> float:
+    """Multiplier of the peak LR before optimizer step ``step`` (0-based): linear warmup from 1/warmup to 1,
+    then a half cosine over ``decay_steps`` down to ``min_ratio``, then flat at ``min_ratio``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    t = min(1.0, (step - warmup_steps) / max(1, decay_steps))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def _fused_ok(params: list[nn.Parameter], want: bool | None) -> bool:
+    """Fused AdamW runs on CUDA (and other accelerators) for float params; foreach elsewhere."""
+    devices = {p.device.type for p in params}
+    supported = devices <= {"cuda", "xpu", "mps", "hpu"} and all(p.is_floating_point() for p in params)
+    if want and not supported:
+        return False  # asked for but impossible here: fall back rather than fail the run
+    return supported if want is None else bool(want)
+
+
+def build_optimizer(model: nn.Module, cfg: OptimSection) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; no weight decay on vectors (norm scales, biases, the gate)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters (everything frozen?)")
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    fused = _fused_ok(params, cfg.fused)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                             fused=fused or None, foreach=None if fused else True)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimSection, total_steps: int
+                    ) -> torch.optim.lr_scheduler.LambdaLR:
+    decay = cfg.decay_steps if cfg.decay_steps is not None else max(1, total_steps - cfg.warmup_steps)
+    w, r = cfg.warmup_steps, cfg.min_lr_ratio
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, w, decay, r))
+
+
+__all__ = ["build_optimizer", "build_scheduler", "lr_factor"]
