@@ -25,13 +25,14 @@ SHAPES = [
 EPS = {torch.float32: 2e-5, torch.float64: 1e-12, torch.bfloat16: 2e-3, torch.float16: 5e-4}
 
 
-def make(shape, dtype=torch.float64, device="cpu", p_valid=0.7, seed=0):
+def make(shape, dtype=torch.float64, device="cpu", p_valid=0.7, seed=0, kv_heads=None):
     B, N, H, D, C, K, R = shape
+    G = H if kv_heads is None else kv_heads
     L = -(-N // C)
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(B, N, H, D, generator=g, dtype=torch.float64)
-    k = torch.randn(B, L, K, R, H, D, generator=g, dtype=torch.float64)
-    v = torch.randn(B, L, K, R, H, D, generator=g, dtype=torch.float64)
+    k = torch.randn(B, L, K, R, G, D, generator=g, dtype=torch.float64)
+    v = torch.randn(B, L, K, R, G, D, generator=g, dtype=torch.float64)
     m = torch.rand(B, L, K, R, generator=g) < p_valid
     m[0, min(1, L - 1)] = False  # a fully masked chunk
     if B > 2:
@@ -43,15 +44,16 @@ def make(shape, dtype=torch.float64, device="cpu", p_valid=0.7, seed=0):
 def naive(q, k, v, m, C, rotary, scale=None):
     """Per-token loop straight from the definition: the reference's own check."""
     B, N, H, D = q.shape
-    K, R = k.shape[2], k.shape[3]
+    K, R, G = k.shape[2], k.shape[3], k.shape[4]
     scale = 1 / math.sqrt(D) if scale is None else scale
     out = torch.zeros_like(q)
     for b in range(B):
         for t in range(C - 1, N):
             u, pos = divmod(t - (C - 1), C)
             for h in range(H):
-                qq, kk = q[b, t, h], k[b, u, :, :, h].reshape(K * R, D)
-                vv, mm = v[b, u, :, :, h].reshape(K * R, D), m[b, u].reshape(-1)
+                g = h // (H // G)  # grouped-query: query head h reads kv head g
+                qq, kk = q[b, t, h], k[b, u, :, :, g].reshape(K * R, D)
+                vv, mm = v[b, u, :, :, g].reshape(K * R, D), m[b, u].reshape(-1)
                 if rotary:
                     qq = rope_neox(qq[None], torch.tensor([pos]), 1e4)[0]
                     kk = rope_neox(kk, torch.arange(R).repeat(K), 1e4)
@@ -63,8 +65,9 @@ def naive(q, k, v, m, C, rotary, scale=None):
 
 
 @pytest.mark.parametrize("rotary", [False, True])
-def test_reference_matches_definition(rotary):
-    q, k, v, m, _ = make((2, 11, 2, 8, 4, 2, 3))
+@pytest.mark.parametrize("kv_heads", [None, 1, 2])
+def test_reference_matches_definition(rotary, kv_heads):
+    q, k, v, m, _ = make((2, 11, 4, 8, 4, 2, 3), kv_heads=kv_heads)
     torch.testing.assert_close(ref(q, k, v, m, 4, rotary=rotary, scale=0.3), naive(q, k, v, m, 4, rotary, 0.3))
 
 
@@ -75,8 +78,8 @@ def _fwd_bwd(fn, q, k, v, m, go, C, **kw):
     return [out.detach(), q.grad, k.grad, v.grad]
 
 
-def _check_vs_gold(shape, dtype, device="cpu", rotary=False, scale=None, seed=0):
-    q, k, v, m, go = make(shape, seed=seed)
+def _check_vs_gold(shape, dtype, device="cpu", rotary=False, scale=None, seed=0, kv_heads=None):
+    q, k, v, m, go = make(shape, seed=seed, kv_heads=kv_heads)
     assert _cca_lib.fused_available(q.to(device)), "fused kernels not built: the reference would be tested"
     C = shape[4]
     kw = dict(rotary=rotary, scale=scale)
@@ -105,6 +108,36 @@ def test_cpu_every_isa(monkeypatch, isa, rotary):
     monkeypatch.setenv("PYRETRO_CCA_CPU_ISA", isa)
     _check_vs_gold((2, 37, 3, 64, 8, 3, 5), torch.float32, rotary=rotary, scale=0.21)
     _check_vs_gold((1, 20, 2, 40, 5, 2, 70), torch.float64, rotary=rotary)
+
+
+# Grouped-query CCA: (shape, kv heads). H=6 with 3/2/1 kv heads; H=4 with 2 at a tile-crossing shape.
+GQA_CASES = [((2, 37, 6, 32, 8, 3, 5), 3), ((2, 37, 6, 32, 8, 3, 5), 1), ((1, 230, 4, 16, 100, 2, 90), 2),
+             ((3, 21, 6, 8, 4, 2, 7), 2)]
+
+
+@pytest.mark.parametrize("case", GQA_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_cpu_grouped_query_matches_reference(case, dtype):
+    shape, G = case
+    _check_vs_gold(shape, dtype, rotary=dtype != torch.bfloat16, seed=2, kv_heads=G)
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_cpu_grouped_query_every_isa(monkeypatch, isa):
+    monkeypatch.setenv("PYRETRO_CCA_CPU_ISA", isa)
+    _check_vs_gold((2, 37, 4, 64, 8, 3, 5), torch.float32, rotary=True, kv_heads=2)
+
+
+def test_grouped_query_equals_expanded_heads():
+    """GQA == full heads with each kv head repeated over its group; dk/dv are the group sums."""
+    q, k, v, m, go = make((2, 30, 6, 16, 8, 2, 5), dtype=torch.float32, kv_heads=2)
+    out, dq, dk, dv = _fwd_bwd(cca, q, k, v, m, go, 8)
+    ke, ve = (t.repeat_interleave(3, dim=4) for t in (k, v))
+    oute, dqe, dke, dve = _fwd_bwd(cca, q, ke, ve, m, go, 8)
+    torch.testing.assert_close(out, oute)
+    torch.testing.assert_close(dq, dqe)
+    torch.testing.assert_close(dk, dke.unflatten(4, (2, 3)).sum(5))
+    torch.testing.assert_close(dv, dve.unflatten(4, (2, 3)).sum(5))
 
 
 def test_zero_rows_and_grads_exact():
@@ -227,6 +260,8 @@ def _bad(**over):
         (dict(q=torch.zeros(2, 10, 2, 130), k=torch.zeros(2, 3, 2, 3, 2, 130), v=torch.zeros(2, 3, 2, 3, 2, 130)),
          ValueError, "D=130"),
         (dict(q=torch.zeros(2, 10, 2, 8, device="meta")), ValueError, "one device"),
+        (dict(q=torch.zeros(2, 10, 3, 8)), ValueError, "dividing H=3"),
+        (dict(k=torch.zeros(2, 3, 2, 3, 4, 8), v=torch.zeros(2, 3, 2, 3, 4, 8)), ValueError, "dividing H=2"),
     ],
 )
 def test_bad_input(over, exc, match):
@@ -257,6 +292,9 @@ def test_core_rejects_bad_views():
         torch.ops.pyretro.cca_fwd(q, k[:, :, :, :2], v, m, 4, 0.3, False, 1e4)
     with pytest.raises(ValueError, match="chunk_len"):
         torch.ops.pyretro.cca_fwd(q, k, v, m, -1, 0.3, False, 1e4)
+    q3 = torch.zeros(2, 10, 3, 8)
+    with pytest.raises(ValueError, match="key/value heads do not divide"):
+        torch.ops.pyretro.cca_fwd(q3, k, v, m, 4, 0.3, False, 1e4)
 
 
 # ---- CUDA (skipped without a GPU and a CUDA build) -------------------------------------------------------
@@ -286,6 +324,13 @@ def test_cuda_tc_variant_matches_reference(monkeypatch, shape, dtype):
     """The experimental tensor-core forward (PYRETRO_CCA_CUDA_VARIANT=tc) must meet the same bar."""
     monkeypatch.setenv("PYRETRO_CCA_CUDA_VARIANT", "tc")
     _check_vs_gold(shape, dtype, device="cuda", rotary=shape[3] != 80)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_grouped_query_matches_reference(dtype):
+    _check_vs_gold((2, 130, 4, 64, 64, 2, 128), dtype, device="cuda", rotary=True, kv_heads=2)
+    _check_vs_gold((1, 77, 3, 32, 16, 3, 45), dtype, device="cuda", kv_heads=1)
 
 
 @pytest.mark.cuda

@@ -13,12 +13,13 @@ V = 53
 M = 4  # chunk length
 
 
-def models(seed=0, cca_rotary=False):
+def models(seed=0, cca_rotary=False, cca_kv_heads=None):
     torch.manual_seed(seed)
     gpt = GPT(GPTConfig(vocab_size=V, d_model=32, n_layers=4, n_heads=4, n_kv_heads=2, rotary_fraction=0.5,
                         max_seq_len=128)).double().eval()
     model = RetroModel.from_gpt(gpt, RetroConfig(chunk_len=M, neighbor_len=6, cca_layers=(2, 3),
-                                                 encoder_d_model=16, encoder_heads=2, cca_rotary=cca_rotary)).eval()
+                                                 encoder_d_model=16, encoder_heads=2, cca_rotary=cca_rotary,
+                                                 cca_kv_heads=cca_kv_heads)).eval()
     for c in model.cca:
         torch.nn.init.normal_(c.o.weight, 0.0, 0.3)
     return gpt, model
@@ -42,9 +43,9 @@ class Retriever:
 PROMPTS = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], [5, 4, 5, 4, 5, 4, 5, 4, 5, 4], [11, 12, 13, 14]]
 
 
-@pytest.mark.parametrize("rotary", [False, True])
-def test_cached_logits_equal_full_recompute_with_re_retrieval(rotary):
-    _, model = models(cca_rotary=rotary)
+@pytest.mark.parametrize("rotary, kv_heads", [(False, None), (True, None), (True, 2)])
+def test_cached_logits_equal_full_recompute_with_re_retrieval(rotary, kv_heads):
+    _, model = models(cca_rotary=rotary, cca_kv_heads=kv_heads)
     from pyretro.model.generate import _left_pad
 
     tokens, mask = _left_pad(PROMPTS, 0, "cpu")

@@ -261,3 +261,67 @@ def test_cli(tmp_path, corpus, tok, capsys):
     assert s.chunk_len == 32 and _texts(s) == [d["text"] for d in corpus.documents[:20]]
     rc = cli_main(["db", "ingest", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "db2")])
     assert rc == 1 and "nope.jsonl" in capsys.readouterr().err
+
+
+# --- compressed inputs -----------------------------------------------------------------------------
+def _compress(src, dst, suffix):
+    import bz2
+    import gzip
+    import lzma
+
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[suffix]
+    with open(src, "rb") as f, opener(dst, "wb") as g:
+        g.write(f.read())
+    return dst
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz"])
+def test_compressed_jsonl_and_text_read_like_plain(tmp_path, rng, corpus, suffix):
+    plain = write_jsonl(tmp_path / "docs.jsonl", corpus.documents[:40])
+    comp = _compress(plain, tmp_path / f"docs.jsonl{suffix}", suffix)
+    assert sources.detect_format([comp]) == "jsonl"
+    shards = sources.plan_shards([comp], "jsonl", "file", 100)  # far smaller than the file: still one piece
+    assert len(shards) == 1 and len(shards[0]) == 1 and shards[0][0].end == comp.stat().st_size
+    got = list(sources.iter_documents(shards[0][0], "jsonl", field="text"))
+    assert [t for t, _ in got] == [d["text"] for d in corpus.documents[:40]]
+    assert 0 < sum(n for _, n in got) <= comp.stat().st_size  # compressed bytes: progress matches the plan
+    p = tmp_path / "p.txt"
+    blocks = _paragraph_file(p, rng)
+    cp = _compress(p, tmp_path / f"p.txt{suffix}", suffix)
+    assert sources.detect_format([cp]) == "text"
+    for mode, want in [("paragraph", blocks), ("line", [ln for b in blocks for ln in b.split("\n")]),
+                       ("file", [p.read_text()])]:
+        (piece,), = sources.plan_shards([cp], "text", mode, 7)
+        assert [t for t, _ in sources.iter_documents(piece, "text", mode)] == want, mode
+
+
+def test_compressed_ingest_end_to_end_equals_plain(tmp_path, corpus, tok):
+    plain = write_jsonl(tmp_path / "a" / "docs.jsonl", corpus.documents)
+    (tmp_path / "b").mkdir()
+    comp = _compress(plain, tmp_path / "b" / "docs.jsonl.gz", ".gz")
+    kw = dict(tokenizer=tok, shard_bytes=5000, num_workers=1, chunk_len=16, progress=False)
+    ingest(plain, tmp_path / "db_plain", **kw)
+    r = ingest(comp, tmp_path / "db_gz", **kw)
+    assert r.num_docs == len(corpus.documents)
+    _same_store(tmp_path / "db_plain", tmp_path / "db_gz")
+
+
+def test_compressed_bad_input_errors(tmp_path):
+    good = tmp_path / "ok.jsonl"
+    good.write_text('{"text": "a"}\n{"text": "b"}\n' * 50)
+    bad = _compress(good, tmp_path / "bad.jsonl.gz", ".gz")
+    bad.write_bytes(bad.read_bytes()[:-30])  # truncated stream
+    (piece,), = sources.plan_shards([bad], "jsonl", "file", 10**6)
+    with pytest.raises(ValueError, match="bad.jsonl.gz: corrupt or truncated .gz"):
+        list(sources.iter_documents(piece, "jsonl"))
+    (tmp_path / "x.txt").write_text('{"text": "a"}\n{"text": \n')
+    broken = _compress(tmp_path / "x.txt", tmp_path / "x.jsonl.xz", ".xz")
+    (piece,), = sources.plan_shards([broken], "jsonl", "file", 10**6)
+    with pytest.raises(ValueError, match=r"x.jsonl.xz:2: invalid JSON"):
+        list(sources.iter_documents(piece, "jsonl"))
+    zst = tmp_path / "d.jsonl.zst"
+    zst.write_bytes(b"\x28\xb5\x2f\xfd")
+    with pytest.raises(ValueError, match=r"d.jsonl.zst: .zst compressed input is not supported"):
+        sources.detect_format([zst])
+    with pytest.raises(ValueError, match="cannot be compressed"):
+        sources.detect_format([tmp_path / "m.bin.gz"], "megatron")

@@ -76,6 +76,8 @@ def test_bad_gpt_config(kw, field):
         (dict(), "no chunked cross-attention layer"),  # default starts at layer 6 > 4 layers
         (dict(chunk_len=0, cca_layers=(2,)), "chunk_len"),
         (dict(encoder_d_model=18, encoder_heads=4, cca_layers=(2,)), "encoder_heads"),
+        (dict(cca_kv_heads=3, cca_layers=(2,)), "cca_kv_heads"),
+        (dict(cca_kv_heads=0, cca_layers=(2,)), "cca_kv_heads"),
     ],
 )
 def test_bad_retro_config(kw, match):
@@ -157,6 +159,41 @@ def test_fused_ops_match_reference_ops():
         with ops_backend(False):
             b = model(tokens, nb)
     torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("kv_heads", [1, 2])
+def test_grouped_query_cca_fused_matches_reference_fwd_bwd(kv_heads):
+    _, model = tiny_retro(cca_rotary=True, cca_kv_heads=kv_heads)
+    c = model.cca[0]
+    assert c.n_kv_heads == kv_heads and c.kv.weight.shape == (2 * kv_heads * c.head_dim, 16)
+    tokens, nb = inputs(N=23)
+    nm = torch.rand(nb.shape, generator=torch.Generator().manual_seed(3)) < 0.8
+    grads = []
+    for fused in (True, False):
+        model.zero_grad(set_to_none=True)
+        with ops_backend(fused):
+            out = model(tokens, nb, nm)
+            out.square().mean().backward()
+        grads.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (a, ga), (b, gb) = grads
+    torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    assert ga.keys() == gb.keys() and "cca.0.kv.weight" in ga and ga["cca.0.kv.weight"].abs().sum() > 0
+    for n in ga:
+        torch.testing.assert_close(ga[n], gb[n], rtol=1e-8, atol=1e-10, msg=n)
+
+
+def test_grouped_query_cca_equals_full_heads_with_repeated_kv_weights():
+    """A 2-kv-head CCA == a full-head CCA whose key/value weights repeat each kv head over its group."""
+    _, gqa = tiny_retro(cca_kv_heads=2)
+    _, full = tiny_retro()
+    full.load_state_dict({k: v for k, v in gqa.state_dict().items() if ".kv." not in k or not k.startswith("cca")},
+                         strict=False)
+    for cg, cf in zip(gqa.cca, full.cca, strict=True):
+        w = cg.kv.weight.unflatten(0, (2, 2, 1, cg.head_dim)).expand(2, 2, 2, cg.head_dim, -1)
+        cf.kv.weight.data.copy_(w.reshape(cf.kv.weight.shape))
+    tokens, nb = inputs(N=21)
+    with torch.no_grad():
+        torch.testing.assert_close(gqa(tokens, nb), full(tokens, nb), rtol=1e-10, atol=1e-10)
 
 
 # ------------------------------------------------------------------ causality
@@ -299,6 +336,10 @@ def test_save_load_round_trip(tmp_path, tied):
             b = back(tokens, nb) if name == "retro" else back(tokens)
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert load(tmp_path / "retro.safetensors").retro == model.retro
+    _, gqa = tiny_retro(cca_kv_heads=1)
+    save(gqa, tmp_path / "gqa.safetensors")
+    back = load(tmp_path / "gqa.safetensors")
+    assert back.retro.cca_kv_heads == 1 and back.cca[0].kv.weight.shape == gqa.cca[0].kv.weight.shape
     assert float(load(tmp_path / "retro.safetensors").gate) == pytest.approx(0.7)
 
 

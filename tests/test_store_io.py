@@ -361,6 +361,40 @@ def test_merge_stores(tmp_path, rng):
     np.testing.assert_array_equal(merged.gather(np.arange(len(merged)))[0], expected_rows(order, 8, 16))
 
 
+def test_merge_stores_streams_one_input_at_a_time(tmp_path, rng, monkeypatch):
+    """Bounded memory: never two inputs open at once, tokens read in small batches (documents longer than a
+    batch included); the result is the same store as one writer would make."""
+    import gc
+    import weakref
+
+    import pyretro.store.importers as imp
+
+    docs = random_docs(rng, 50)
+    assert max(len(d) for d in docs) > 16
+    shards = [build(tmp_path / f"shard{i}", docs[i::4]).path for i in range(4)]
+    live: weakref.WeakSet = weakref.WeakSet()
+    peak = [0]
+    real_open = imp.ChunkStore.open
+
+    def tracking_open(path, *a, **kw):
+        gc.collect()  # count only stores something still references
+        s = real_open(path, *a, **kw)
+        live.add(s)
+        peak[0] = max(peak[0], len(live))
+        return s
+
+    monkeypatch.setattr(imp.ChunkStore, "open", tracking_open)
+    reads = []
+    real_fromfile = np.fromfile
+    monkeypatch.setattr(imp.np, "fromfile", lambda *a, **kw: reads.append(kw["count"]) or real_fromfile(*a, **kw))
+    out = merge_stores(shards, tmp_path / "m", batch_tokens=16)
+    monkeypatch.undo()
+    assert peak[0] == 1
+    assert len(reads) > 8 and sum(reads) == sum(len(d) for d in docs)
+    order = [d for i in range(4) for d in docs[i::4]]
+    assert ChunkStore.open(out, verify=True).store_id == build(tmp_path / "ref", order).store_id
+
+
 def test_merge_mismatch(tmp_path, rng):
     a = build(tmp_path / "a", random_docs(rng, 3)).path
     b = build(tmp_path / "b", random_docs(rng, 3), chunk_len=4).path

@@ -19,6 +19,13 @@ void same_shape(const TensorView& a, const TensorView& b) {
   check_same_device(a, b);
 }
 
+// The CUDA kernels index k/v with the query head; pyretro.ops.chunked_cross_attention expands grouped
+// kv heads (views + one copy) before calling them.
+[[maybe_unused]] void check_full_heads(const CcaDims& d, const TensorView& k) {
+  PYRETRO_CHECK(d.G == d.H, ValueError, k.name, ": the CUDA kernels need as many key/value heads as query heads (",
+                d.H, "), got ", d.G, "; call pyretro.ops.chunked_cross_attention, which expands them");
+}
+
 }  // namespace
 
 void register_cca(py::module_& m) {
@@ -35,6 +42,7 @@ void register_cca(py::module_& m) {
           return;
         }
 #ifdef PYRETRO_WITH_CUDA
+        check_full_heads(d, vk);
         cca_fwd_cuda(d, vq, vk, vv, vm, vo, vl, stream, variant);
 #else
         throw ValueError("cca_fwd: this build of pyretro has no CUDA kernels");
@@ -63,6 +71,7 @@ void register_cca(py::module_& m) {
           return;
         }
 #ifdef PYRETRO_WITH_CUDA
+        check_full_heads(d, vk);
         cca_bwd_cuda(d, vdo, vq, vk, vv, vm, vo, vl, vdq, vdk, vdv, stream, variant);
 #else
         throw ValueError("cca_bwd: this build of pyretro has no CUDA kernels");

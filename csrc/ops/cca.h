@@ -1,5 +1,6 @@
 // Fused chunked cross-attention (Retro CCA): shared declarations of the CPU and CUDA paths.
-// Semantics: docs/ops_cca.md. Layouts (all contiguous): q/out/dout/dq [B,N,H,D], k/v/dk/dv [B,L,K,R,H,D],
+// Semantics: docs/ops_cca.md. Layouts (all contiguous): q/out/dout/dq [B,N,H,D], k/v/dk/dv [B,L,K,R,G,D]
+// (G = key/value heads, H % G == 0: query head h reads kv head h / (H / G), grouped-query attention),
 // mask [B,L,K,R] bool, lse [B,N,H] (float32; float64 for float64 inputs) = log-sum-exp of the scaled
 // scores of each query row, +inf for rows that attend to nothing (their output is exactly 0).
 #pragma once
@@ -11,6 +12,7 @@ namespace pyretro {
 
 struct CcaDims {
   int64_t B = 0, N = 0, H = 0, D = 0, L = 0, K = 0, R = 0, C = 0;  // C = chunk_len
+  int64_t G = 0;  // key/value heads (== H without grouped-query attention)
   double scale = 1.0;
   bool rotary = false;
   double theta = 10000.0;
@@ -31,6 +33,7 @@ const char* cca_cpu_isa();  // which CPU kernel variant the dispatcher picked ("
 
 #ifdef PYRETRO_WITH_CUDA
 // One kernel launch each on `stream` (a cudaStream_t as integer). variant: 0 = portable (sm_80+).
+// The CUDA kernels need G == H (the Python wrapper expands grouped kv heads before calling them).
 void cca_fwd_cuda(const CcaDims& d, const TensorView& q, const TensorView& k, const TensorView& v,
                   const TensorView& mask, const TensorView& out, const TensorView& lse, int64_t stream,
                   int variant);

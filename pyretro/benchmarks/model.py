@@ -1,5 +1,9 @@
-"""Model benchmarks: training step (forward + backward) of RetroModel vs GPT with the same decoder,
-fused ``pyretro.ops`` vs their plain-PyTorch references, and generation with / without the KV cache.
+"""Model benchmarks: training step (forward + backward + AdamW step) of RetroModel vs GPT with the same
+decoder, fused ``pyretro.ops`` vs their plain-PyTorch references, and generation with / without the KV cache.
+
+Retro variants: the default config (encoder width = d_model, full-head CCA, as Megatron-LM), grouped-query
+CCA (``cca_kv_heads``), and a narrow encoder (``encoder_d_model``, RETRO's 896-wide encoder under wider
+decoders). ``flops_x`` is the matmul-FLOP ratio of the step, which bounds what any implementation can reach.
 
 Rows follow ``pyretro.benchmarks`` (``ratio`` = baseline_ms / time_ms, > 1 = faster than the baseline);
 ``cost_x`` = time_ms / baseline_ms is the slowdown factor the Retro goal is stated in (<= 1.15x a GPT step).
@@ -28,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
     "reps": 5,
     # RETRO used a 896-wide encoder under decoders up to 4096 wide; this is the same ratio class.
     "narrow_encoder": 128,
+    "cca_kv_heads": 2,  # grouped-query CCA variant (0 = skip it)
+    "optimizer": 1,
+    "generation": 1,  # 0 skips the generation rows  # 1: the step includes AdamW's update (fwd+bwd+optimizer); 0: forward + backward only
     "gen_prompt": 64,
     "gen_new": 32,
     "gen_batch": 4,
@@ -47,11 +54,16 @@ def _median_ms(fn, reps: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def _train_step(model: torch.nn.Module, tokens: torch.Tensor, neighbors: torch.Tensor | None = None):
+def _train_step(model: torch.nn.Module, tokens: torch.Tensor, neighbors: torch.Tensor | None = None,
+                optimizer: bool = False):
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5) if optimizer else None
+
     def step():
         model.zero_grad(set_to_none=True)
         logits = model(tokens) if neighbors is None else model(tokens, neighbors)
         lm_loss(logits, tokens).backward()
+        if opt is not None:
+            opt.step()
     return step
 
 
@@ -85,24 +97,31 @@ def run(device: str = "cpu", quick: bool = False, **overrides: Any) -> list[dict
     gpt = GPT(cfg).to(dev).train()
     tokens = torch.randint(0, p["vocab"], (B, N), device=dev)
     neighbors = torch.randint(0, p["vocab"], (B, N // m, k, 2 * m), device=dev)
-    shape = dict(B=B, N=N, layers=p["layers"], d=p["d_model"], m=m, k=k, r=2 * m)
+    opt = bool(p["optimizer"])
+    shape = dict(B=B, N=N, layers=p["layers"], d=p["d_model"], m=m, k=k, r=2 * m, optimizer="adamw" if opt else None)
     rows: list[dict] = []
     step_tokens = B * N
+    what = "train step" if opt else "fwd+bwd"
 
     # Every variant runs once per round, in turn, so load drifts on a shared machine hit all of them alike;
     # each ratio is the median of per-round ratios.
-    steps: dict[str, Any] = {"gpt": _train_step(gpt, tokens)}
+    steps: dict[str, Any] = {"gpt": _train_step(gpt, tokens, optimizer=opt)}
     gpt_flops = _step_flops(gpt, tokens)
     info: dict[str, dict] = {"gpt": shape}
-    for width in (None, p["narrow_encoder"]):
-        retro = RetroModel.from_gpt(gpt, RetroConfig(chunk_len=m, num_neighbors=k, encoder_d_model=width,
-                                                     encoder_heads=None if width is None else max(1, width // 64)))
+    variants: list[tuple[str, dict]] = [("default: encoder width = d_model, full-head CCA", {})]
+    if p["cca_kv_heads"]:
+        variants.append((f"grouped-query CCA, {p['cca_kv_heads']} kv heads", dict(cca_kv_heads=p["cca_kv_heads"])))
+    if p["narrow_encoder"]:
+        w = p["narrow_encoder"]
+        variants.append((f"encoder width {w}", dict(encoder_d_model=w, encoder_heads=max(1, w // 64))))
+    for vi, (label, extra) in enumerate(variants):
+        retro = RetroModel.from_gpt(gpt, RetroConfig(chunk_len=m, num_neighbors=k, **extra))
         retro.train()
-        label = "encoder width = d_model" if width is None else f"encoder width {width}"
-        sh = {**shape, "cca_layers": "/".join(str(x) for x in retro.cca_layers), "enc_d": width or p["d_model"]}
+        sh = {**shape, "cca_layers": "/".join(str(x) for x in retro.cca_layers), "enc_d": retro.encoder.d_model,
+              "cca_kv_heads": retro.cca[0].n_kv_heads}
         info[f"flops {label}"] = {"flops_x": _step_flops(retro, tokens, neighbors) / gpt_flops}
-        for fused in ((True, False) if width is None else (True,)):  # fused vs reference: once is enough
-            step = _train_step(retro, tokens, neighbors)
+        for fused in ((True, False) if vi == 0 else (True,)):  # fused vs reference: once is enough
+            step = _train_step(retro, tokens, neighbors, optimizer=opt)
 
             def run_step(step=step, fused=fused):
                 with ops_backend(fused):
@@ -122,22 +141,24 @@ def run(device: str = "cpu", quick: bool = False, **overrides: Any) -> list[dict
     def rel(a: str, b: str) -> float:  # median over rounds of time(a) / time(b)
         return statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
 
-    rows.append(dict(name="gpt fwd+bwd", shape=shape, time_ms=med["gpt"], tok_s=step_tokens / med["gpt"] * 1e3,
+    rows.append(dict(name=f"gpt {what}", shape=shape, time_ms=med["gpt"], tok_s=step_tokens / med["gpt"] * 1e3,
                      baseline=None, baseline_ms=None, ratio=None))
     for n in steps:
         if n == "gpt":
             continue
         c = rel(n, "gpt")
-        label = n[n.index("(") + 1: n.index(")")]
-        rows.append(dict(name=n.replace("retro", "retro fwd+bwd"), shape=info[n], time_ms=med[n],
-                         tok_s=step_tokens / med[n] * 1e3, baseline="gpt fwd+bwd", baseline_ms=med["gpt"],
+        label = n[n.index("(") + 1: n.rindex(")")]
+        rows.append(dict(name=n.replace("retro", f"retro {what}"), shape=info[n], time_ms=med[n],
+                         tok_s=step_tokens / med[n] * 1e3, baseline=f"gpt {what}", baseline_ms=med["gpt"],
                          ratio=1 / c, cost_x=c, **info[f"flops {label}"]))
         if n.endswith("fused ops") and n.replace("fused", "reference") in times:
             ref = n.replace("fused", "reference")
             c = rel(n, ref)
-            rows.append(dict(name=n.replace("retro", "retro fwd+bwd") + " vs reference ops", shape=info[n],
+            rows.append(dict(name=n.replace("retro", f"retro {what}") + " vs reference ops", shape=info[n],
                              time_ms=med[n], baseline=ref, baseline_ms=med[ref], ratio=1 / c, cost_x=c))
 
+    if not p["generation"]:
+        return rows
     # Generation: batch of prompts, Retro re-retrieving every completed chunk via a cheap fake retriever.
     gpt.eval()
     retro = RetroModel.from_gpt(gpt, RetroConfig(chunk_len=m, num_neighbors=k)).eval()

@@ -5,12 +5,20 @@ the planner (a line start for JSONL and line mode, the position after a blank li
 worker reads exactly ``[start, end)`` of each piece, and a shard's documents never depend on other shards.
 Only the planner seeks around cut points; nothing reads a whole file into memory (except ``text_mode="file"``,
 where a file is one document).
+
+Compressed text/JSONL inputs (``.gz``, ``.bz2``, ``.xz``; the format comes from the suffix before it, e.g.
+``docs.jsonl.gz``) are streamed through the standard library's decompressors. They cannot be cut at byte
+offsets, so each compressed file is one piece (shards are balanced by compressed size), and the "bytes
+consumed" a record reports are compressed bytes, so progress still sums to the planned total.
 """
 
 from __future__ import annotations
 
+import bz2
 import glob
+import gzip
 import json
+import lzma
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -23,6 +31,24 @@ FORMATS = ("auto", "text", "jsonl", "megatron")
 TEXT_MODES = ("file", "paragraph", "line")
 _JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 _MEGATRON_SUFFIXES = (".bin", ".idx")
+# Decompressing readers over an open binary file (stdlib only). zstd: not in this Python's stdlib.
+_COMPRESSED = {".gz": lambda f: gzip.GzipFile(fileobj=f, mode="rb"), ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile}
+_UNSUPPORTED = (".zst", ".zstd", ".lz4", ".zip", ".7z")
+_DECOMPRESS_ERRORS = (OSError, EOFError, lzma.LZMAError)  # gzip.BadGzipFile is an OSError
+
+
+def compression(path: str | os.PathLike) -> str | None:
+    """The compression suffix of ``path`` (``.gz``, ``.bz2``, ``.xz``) or None; unsupported ones raise."""
+    suf = Path(path).suffix.lower()
+    if suf in _UNSUPPORTED:
+        raise ValueError(f"{path}: {suf} compressed input is not supported (supported: "
+                         f"{', '.join(_COMPRESSED)}); decompress it first")
+    return suf if suf in _COMPRESSED else None
+
+
+def _content_suffix(path: Path) -> str:
+    """The suffix that names the format: ``.jsonl`` for ``docs.jsonl.gz``."""
+    return (Path(path.stem) if compression(path) else path).suffix.lower()
 
 
 @dataclass(frozen=True)
@@ -73,11 +99,15 @@ def detect_format(files: Sequence[Path], input_format: str = "auto") -> str:
     """``text``, ``jsonl`` or ``megatron``; ``auto`` decides by suffix (all files must agree)."""
     if input_format not in FORMATS:
         raise ValueError(f"input_format: expected one of {FORMATS}, got {input_format!r}")
+    if input_format == "megatron":
+        for f in files:
+            if compression(f):
+                raise ValueError(f"{f}: Megatron .bin/.idx inputs cannot be compressed")
     if input_format != "auto":
         return input_format
     kinds = set()
     for f in files:
-        suf = f.suffix.lower()
+        suf = _content_suffix(f)
         kinds.add("jsonl" if suf in _JSONL_SUFFIXES else "megatron" if suf in _MEGATRON_SUFFIXES else "text")
     if len(kinds) > 1:
         raise ValueError(f"inputs: mixed formats {sorted(kinds)}; ingest one format at a time or pass input_format")
@@ -116,7 +146,7 @@ def plan_shards(files: Sequence[Path], fmt: str, text_mode: str, shard_bytes: in
         st = path.stat()
         size = st.st_size
         cuts = [0]
-        if mode != "file" and size > shard_bytes:
+        if mode != "file" and size > shard_bytes and not compression(path):
             with open(path, "rb") as f:
                 for nominal in range(shard_bytes, size, shard_bytes):
                     if nominal > cuts[-1]:
@@ -141,10 +171,46 @@ def plan_shards(files: Sequence[Path], fmt: str, text_mode: str, shard_bytes: in
     return shards
 
 
+class _Reader:
+    """The (decompressed) bytes of an input file; ``consumed()`` = bytes of the file itself read so far."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.raw = open(path, "rb")  # noqa: SIM115 (closed in close())
+        comp = compression(path)
+        self.f = _COMPRESSED[comp](self.raw) if comp else self.raw
+
+    def consumed(self) -> int:
+        return self.raw.tell()
+
+    def _guard(self, fn, *a):
+        try:
+            return fn(*a)
+        except _DECOMPRESS_ERRORS as e:
+            raise ValueError(f"{self.path}: corrupt or truncated {compression(self.path)} file ({e})") from None
+
+    def readline(self) -> bytes:
+        return self._guard(self.f.readline)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._guard(self.f.read, n)
+
+    def close(self) -> None:
+        if self.f is not self.raw:
+            self.f.close()
+        self.raw.close()
+
+    def __enter__(self) -> _Reader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def _line_number(path: str, pos: int) -> int:
-    """1-based line number of byte ``pos`` (computed only when reporting an error)."""
+    """1-based line number of (decompressed) byte ``pos`` (computed only when reporting an error)."""
     n = 1
-    with open(path, "rb") as f:
+    with _Reader(path) as f:
         left = pos
         while left > 0:
             block = f.read(min(left, 1 << 20))
@@ -164,8 +230,20 @@ def _decode(raw: bytes, path: str, pos: int) -> str:
         ) from None
 
 
-def _iter_lines(piece: Piece) -> Iterator[tuple[int, bytes]]:
-    """(byte position, line) for each line of the piece."""
+def _iter_lines(piece: Piece) -> Iterator[tuple[int, bytes, int]]:
+    """(byte position, line, file bytes consumed by it) for each line of the piece. Positions are in the
+    decompressed text; a compressed file is always one whole piece."""
+    if compression(piece.path):
+        with _Reader(piece.path) as f:
+            pos, done = 0, 0
+            while True:
+                line = f.readline()
+                if not line:
+                    break
+                now = f.consumed()  # advances in read-ahead blocks, so most lines report 0
+                yield pos, line, now - done
+                pos, done = pos + len(line), now
+        return
     with open(piece.path, "rb") as f:
         f.seek(piece.start)
         pos = piece.start
@@ -173,7 +251,7 @@ def _iter_lines(piece: Piece) -> Iterator[tuple[int, bytes]]:
             line = f.readline()
             if not line:
                 break
-            yield pos, line
+            yield pos, line, len(line)
             pos += len(line)
 
 
@@ -188,11 +266,13 @@ def iter_documents(piece: Piece, fmt: str, text_mode: str = "file", field: str =
     _check_unchanged(piece)
     mode = _record_mode(fmt, text_mode)
     if mode == "file":
-        with open(piece.path, "rb") as f:
+        with _Reader(piece.path) as f:
             raw = f.read()
-        yield _decode(raw, piece.path, 0), len(raw)
+        yield _decode(raw, piece.path, 0), piece.size
     elif fmt == "jsonl":
-        for pos, line in _iter_lines(piece):
+        pending = 0  # bytes of skipped blank lines, reported with the next record
+        for pos, line, used in _iter_lines(piece):
+            pending += used
             if not line.strip():
                 continue
             try:
@@ -215,17 +295,21 @@ def iter_documents(piece: Piece, fmt: str, text_mode: str = "file", field: str =
                     f"{piece.path}:{_line_number(piece.path, pos)}: field {field!r} is {type(text).__name__}, "
                     "expected a string"
                 )
-            yield text, len(line)
+            yield text, pending
+            pending = 0
     elif mode == "line":
-        for pos, line in _iter_lines(piece):
+        pending = 0
+        for pos, line, used in _iter_lines(piece):
+            pending += used
             text = _decode(line, piece.path, pos).rstrip("\r\n")
             if text.strip():
-                yield text, len(line)
+                yield text, pending
+                pending = 0
     else:  # paragraph: maximal runs of non-blank lines
         block: list[str] = []
         nbytes = 0
-        for pos, line in _iter_lines(piece):
-            nbytes += len(line)
+        for pos, line, used in _iter_lines(piece):
+            nbytes += used
             if line.strip():
                 block.append(_decode(line, piece.path, pos))
             elif block:

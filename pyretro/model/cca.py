@@ -14,14 +14,15 @@ from pyretro.model.layers import make_norm
 class ChunkedCrossAttention(nn.Module):
     """``x + gate * o(CCA(q(norm(x)), kv(E)))``. ``o`` starts at zero: a retro-fitted model starts as its GPT."""
 
-    def __init__(self, gpt: GPTConfig, d_enc: int, chunk_len: int, rotary: bool) -> None:
+    def __init__(self, gpt: GPTConfig, d_enc: int, chunk_len: int, rotary: bool, kv_heads: int | None = None) -> None:
         super().__init__()
         self.n_heads, self.head_dim = gpt.n_heads, gpt.dim_head
+        self.n_kv_heads = gpt.n_heads if kv_heads is None else kv_heads  # < n_heads: grouped-query CCA
         self.chunk_len, self.rotary, self.theta = chunk_len, rotary, gpt.rotary_theta
         hd = self.n_heads * self.head_dim
         self.norm = make_norm(gpt.norm, gpt.d_model, gpt.norm_eps)
         self.q = nn.Linear(gpt.d_model, hd, bias=gpt.bias)
-        self.kv = nn.Linear(d_enc, 2 * hd, bias=gpt.bias)
+        self.kv = nn.Linear(d_enc, 2 * self.n_kv_heads * self.head_dim, bias=gpt.bias)
         self.o = nn.Linear(hd, gpt.d_model, bias=gpt.bias)
         self.drop = nn.Dropout(gpt.dropout)
         self.zero_output()
@@ -32,12 +33,13 @@ class ChunkedCrossAttention(nn.Module):
             nn.init.zeros_(self.o.bias)
 
     def keys_values(self, encoded: Tensor) -> tuple[Tensor, Tensor]:
-        """encoded ``[..., K, r, d_enc]`` -> k, v ``[..., K, r, H, D]``."""
-        kv = self.kv(encoded).unflatten(-1, (2, self.n_heads, self.head_dim))
-        return kv[..., 0, :, :], kv[..., 1, :, :]
+        """encoded ``[..., K, r, d_enc]`` -> k, v ``[..., K, r, G, D]`` (G = ``n_kv_heads``)."""
+        # unbind: its backward is one stack, where two selects would each zero-fill and copy a full-size grad
+        k, v = self.kv(encoded).unflatten(-1, (2, self.n_kv_heads, self.head_dim)).unbind(-3)
+        return k, v
 
     def forward(self, h: Tensor, k: Tensor, v: Tensor, key_mask: Tensor) -> Tensor:
-        """h ``[B, N, d]`` (already normed, real-position layout), k/v ``[B, L, K, r, H, D]``,
+        """h ``[B, N, d]`` (already normed, real-position layout), k/v ``[B, L, K, r, G, D]``,
         key_mask ``[B, L, K, r]`` -> ``[B, N, d]`` (before the gate)."""
         B, N, _ = h.shape
         q = self.q(h).view(B, N, self.n_heads, self.head_dim)
@@ -46,7 +48,7 @@ class ChunkedCrossAttention(nn.Module):
 
     def attend_cached(self, h: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, q_pos: Tensor, r: int) -> Tensor:
         """One decode step with cached keys/values; the same math as the op. h ``[B, 1, d]`` (normed);
-        k/v ``[B, K*r, H, D]`` of the chunk each row attends; key_mask ``[B, K*r]`` (all False where a row
+        k/v ``[B, K*r, G, D]`` of the chunk each row attends; key_mask ``[B, K*r]`` (all False where a row
         attends no chunk yet); q_pos ``[B]`` the query's index within its attending chunk (for rotary)."""
         from pyretro.ops.reference.cca import rope_neox
 
@@ -59,7 +61,8 @@ class ChunkedCrossAttention(nn.Module):
         any_valid = key_mask.any(dim=1)
         m = key_mask | ~any_valid[:, None]  # keep softmax finite on empty rows; zeroed below
         y = torch.nn.functional.scaled_dot_product_attention(
-            q.transpose(0, 1)[:, :, None], k, v, attn_mask=m[:, None, None, :]
+            q.transpose(0, 1)[:, :, None], k, v, attn_mask=m[:, None, None, :],
+            enable_gqa=self.n_kv_heads != self.n_heads,
         )  # [B, H, 1, D]
         y = y * any_valid[:, None, None, None].to(y.dtype)
         return self.o(y.reshape(B, 1, -1))

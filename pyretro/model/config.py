@@ -132,6 +132,10 @@ class RetroConfig:
     # (layer 1 is the first block). None = default_cca_layers(n_layers): 6, 9, 12, ... (or 9, 12, ...).
     cca_layers: tuple[int, ...] | None = None
     cca_rotary: bool = False  # rotary inside CCA (query: index in its attending chunk; key: index in neighbour)
+    # Key/value heads of the CCA layers (grouped-query CCA when < n_heads; must divide n_heads). None = n_heads,
+    # as Megatron-LM's Retro (its cross-attention rejects grouped-query heads). Fewer heads shrink the CCA
+    # key/value projections, which run on all K*r encoded tokens per chunk, and the decode cache.
+    cca_kv_heads: int | None = None
     gate: float = 1.0  # scales every CCA output; 0 = decoder alone (InstructRetro instruction tuning)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form metadata saved with the model
 
@@ -160,7 +164,7 @@ class RetroConfig:
         n = "RetroConfig"
         for f, lo in (("chunk_len", 1), ("num_neighbors", 1), ("encoder_layers", 1)):
             _int_field(self, f, lo)
-        for f in ("neighbor_len", "encoder_d_model", "encoder_heads", "encoder_d_ff"):
+        for f in ("neighbor_len", "encoder_d_model", "encoder_heads", "encoder_d_ff", "cca_kv_heads"):
             if getattr(self, f) is not None:
                 _int_field(self, f, 1)
         _check(isinstance(self.gate, (int, float)), f"{n}.gate", f"must be a number, got {self.gate!r}")
@@ -172,6 +176,9 @@ class RetroConfig:
         _check(d_enc % heads == 0, f"{n}.encoder_heads", f"encoder width {d_enc} is not divisible by {heads} heads")
         if self.encoder_rotary:
             _check((d_enc // heads) % 2 == 0, f"{n}.encoder_rotary", f"needs an even encoder head dim, got {d_enc // heads}")
+        if self.cca_kv_heads is not None:
+            _check(gpt.n_heads % self.cca_kv_heads == 0, f"{n}.cca_kv_heads",
+                   f"n_heads={gpt.n_heads} must be a multiple of cca_kv_heads={self.cca_kv_heads}")
         if self.cca_rotary:
             _check(gpt.dim_head % 2 == 0, f"{n}.cca_rotary", f"needs an even head dim, got {gpt.dim_head}")
         _check(gpt.dim_head <= 128, f"{n}", f"chunked cross-attention supports head dims <= 128, got {gpt.dim_head}")

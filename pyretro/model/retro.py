@@ -43,7 +43,8 @@ class RetroModel(nn.Module):
         self._cca_index = {n - 1: j for j, n in enumerate(self.cca_layers)}  # 0-based block -> cca slot
         self.encoder = RetroEncoder(config, retro)
         self.cca = nn.ModuleList(
-            ChunkedCrossAttention(config, self.encoder.d_model, retro.chunk_len, retro.cca_rotary)
+            ChunkedCrossAttention(config, self.encoder.d_model, retro.chunk_len, retro.cca_rotary,
+                                  kv_heads=retro.cca_kv_heads)
             for _ in self.cca_layers
         )
         self.register_buffer("gate", torch.tensor(float(retro.gate)))

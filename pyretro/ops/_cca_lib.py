@@ -14,7 +14,8 @@ import os
 import torch
 
 from pyretro._tensor import cuda_stream, view
-from pyretro.ops.reference.cca import chunked_cross_attention_ref
+from pyretro.ops._device import cuda_kernels_missing
+from pyretro.ops.reference.cca import chunked_cross_attention_ref, expand_kv_heads
 
 CUDA_HEAD_DIMS = (32, 64, 80, 96, 128)
 _VARIANTS = {"portable": 0, "tc": 1}
@@ -121,8 +122,13 @@ def fused_available(q: torch.Tensor) -> bool:
 
 
 def dispatch(q, k, v, key_mask, chunk_len: int, scale: float, rotary: bool, theta: float) -> torch.Tensor:
+    if q.device.type == "cuda" and not _CUDA_COMPILED:  # CPU-only build: shared policy in ops/_device.py
+        cuda_kernels_missing("chunked_cross_attention")
     if not fused_available(q):
         return chunked_cross_attention_ref(q, k, v, key_mask, chunk_len, scale=scale, rotary=rotary,
                                            rope_theta=theta)
+    if q.device.type == "cuda" and k.shape[4] != q.shape[2]:
+        # The CUDA kernels take one kv head per query head: expand the groups (autograd sums them back).
+        k, v = expand_kv_heads(k, q.shape[2]), expand_kv_heads(v, q.shape[2])
     q, k, v, key_mask = (t.contiguous() for t in (q, k, v, key_mask))
     return cca_fwd(q, k, v, key_mask, chunk_len, scale, rotary, theta)[0]

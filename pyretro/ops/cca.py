@@ -36,10 +36,11 @@ def _validate(q, k, v, key_mask, chunk_len, scale, rotary, rope_theta) -> float:
         raise ValueError(f"chunked_cross_attention: v shape {list(v.shape)} != k shape {list(k.shape)}")
     B, N, H, D = q.shape
     L = -(-N // chunk_len)
-    if tuple(k.shape[:2]) != (B, L) or tuple(k.shape[4:]) != (H, D):
+    G = k.shape[4]
+    if tuple(k.shape[:2]) != (B, L) or k.shape[5] != D or not (G == H or (G > 0 and H % G == 0)):
         raise ValueError(
             f"chunked_cross_attention: k/v shape {list(k.shape)} does not match q {list(q.shape)}: expected "
-            f"[B={B}, L=ceil(N/chunk_len)={L}, K, R, H={H}, D={D}]"
+            f"[B={B}, L=ceil(N/chunk_len)={L}, K, R, G, D={D}] with G key/value heads dividing H={H}"
         )
     if key_mask.dtype != torch.bool:
         raise TypeError(f"chunked_cross_attention: key_mask must be torch.bool (True = valid), got {key_mask.dtype}")
@@ -103,8 +104,9 @@ def chunked_cross_attention(
 
     Args:
         q: ``[B, N, H, D]`` queries of every decoder token.
-        k, v: ``[B, L, K, R, H, D]`` keys/values of the encoded neighbours; ``L = ceil(N / chunk_len)``
-            chunks, ``K`` neighbours of ``R`` tokens each.
+        k, v: ``[B, L, K, R, G, D]`` keys/values of the encoded neighbours; ``L = ceil(N / chunk_len)``
+            chunks, ``K`` neighbours of ``R`` tokens each, ``G`` key/value heads (``G == H``, or grouped-query
+            attention: ``H % G == 0`` and query head ``h`` reads kv head ``h // (H // G)``).
         key_mask: ``[B, L, K, R]`` bool, True = valid key (missing neighbours / padding are False).
         chunk_len: Retro chunk length (64 in the papers).
         scale: softmax scale, default ``1 / sqrt(D)``.

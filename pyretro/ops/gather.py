@@ -10,7 +10,6 @@ device and gathers from them.
 
 from __future__ import annotations
 
-import functools
 import warnings
 from typing import Any
 
@@ -19,6 +18,7 @@ import torch
 from torch import Tensor
 
 from pyretro._tensor import cuda_stream, view
+from pyretro.ops._device import cuda_kernels_missing
 
 _TOKEN_DTYPES = (torch.uint16, torch.uint32, torch.int32, torch.int64)
 _UPLOAD_SLICE = 1 << 26  # tokens per host->device copy when uploading a store
@@ -73,13 +73,8 @@ def _check_id_range(ids: Tensor, num_chunks: int) -> None:
         )
 
 
-@functools.cache
-def _warn_no_cuda() -> None:
-    warnings.warn(
-        "pyretro was built without CUDA: gather_neighbors on CUDA tensors uses the plain-PyTorch reference",
-        RuntimeWarning,
-        stacklevel=4,
-    )
+def _warn_no_cuda() -> None:  # one policy for every op (warn once / PYRETRO_CUDA_FALLBACK): ops/_device.py
+    cuda_kernels_missing("gather_neighbors")
 
 
 # --- torch.library op -------------------------------------------------------------------------------------

@@ -19,14 +19,13 @@ Semantics (exactly those of :func:`pyretro.ops.reference.rope.rope_reference`):
 
 from __future__ import annotations
 
-import functools
 import math
-import warnings
 
 import torch
 from torch import Tensor
 
 from pyretro._tensor import cuda_stream, view
+from pyretro.ops._device import cuda_kernels_missing
 from pyretro.ops.reference.rope import rope_reference
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -45,13 +44,8 @@ def _kernel(x: Tensor):
     return fn
 
 
-@functools.cache
-def _warn_no_cuda() -> None:
-    warnings.warn(
-        "pyretro was built without CUDA: rope on CUDA tensors uses the plain-PyTorch reference (slower)",
-        RuntimeWarning,
-        stacklevel=4,
-    )
+def _warn_no_cuda() -> None:  # one policy for every op (warn once / PYRETRO_CUDA_FALLBACK): ops/_device.py
+    cuda_kernels_missing("rope")
 
 
 # --- argument checks (run before any kernel; each error names the argument) -------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from pyretro.errors import MismatchError
+from pyretro.store._format import ARRAY_FILES
 from pyretro.store.reader import ChunkStore
 from pyretro.store.writer import ChunkStoreWriter
 
@@ -76,33 +77,55 @@ def merge_stores(
     *,
     overwrite: bool = False,
     progress: bool = False,
+    batch_tokens: int | None = None,
 ) -> Path:
     """Concatenates stores (documents in the order given) into a new store at ``out_path``.
 
-    All must share chunk_len, token dtype, vocab_size and tokenizer fingerprint (else MismatchError).
-    The result is identical (same store_id) to writing all their documents with one writer.
+    All must share chunk_len, token dtype, vocab_size and tokenizer fingerprint (else MismatchError, checked
+    for every input before anything is written). The result is identical (same store_id) to writing all their
+    documents with one writer.
+
+    Streams with bounded memory: one input is open at a time, and its tokens are read from the file in
+    batches of about ``batch_tokens`` (default ``BATCH_TOKENS``) rather than through its memory map, whose
+    touched pages would count toward RSS until the store is closed.
     """
     if not paths:
         raise ValueError("paths: at least one store is needed")
-    stores = [ChunkStore.open(p) for p in paths]
-    first = stores[0]
-    for s in stores[1:]:
+    first: dict[str, Any] | None = None
+    for p in paths:  # validate every input first (one open at a time), so a mismatch writes nothing
+        s = ChunkStore.open(p)
+        meta = {"path": s.path, "chunk_len": s.chunk_len, "vocab_size": s.vocab_size,
+                "tokenizer_fingerprint": s.tokenizer_fingerprint, "dtype": s.tokens.dtype,
+                "num_tokens": s.num_tokens}
+        del s
+        if first is None:
+            first, total = meta, 0
         for what in ("chunk_len", "vocab_size", "tokenizer_fingerprint"):
-            if getattr(s, what) != getattr(first, what):
+            if meta[what] != first[what]:
                 raise MismatchError(
-                    f"merge_stores: {s.path} has {what}={getattr(s, what)!r} but {first.path} has "
-                    f"{getattr(first, what)!r}"
+                    f"merge_stores: {meta['path']} has {what}={meta[what]!r} but {first['path']} has "
+                    f"{first[what]!r}"
                 )
-        if s.tokens.dtype != first.tokens.dtype:
-            raise MismatchError(f"merge_stores: {s.path} has token dtype {s.tokens.dtype}, {first.path} {first.tokens.dtype}")
-    total = sum(s.num_tokens for s in stores)
-    tokenizer = first.path if first.tokenizer_fingerprint else None
-    with ChunkStoreWriter(out_path, first.chunk_len, first.vocab_size, tokenizer, overwrite=overwrite) as w, \
+        if meta["dtype"] != first["dtype"]:
+            raise MismatchError(f"merge_stores: {meta['path']} has token dtype {meta['dtype']}, "
+                                f"{first['path']} {first['dtype']}")
+        total += meta["num_tokens"]
+    assert first is not None
+    tokenizer = first["path"] if first["tokenizer_fingerprint"] else None
+    with ChunkStoreWriter(out_path, first["chunk_len"], first["vocab_size"], tokenizer, overwrite=overwrite) as w, \
             _progress(total, "merge", progress) as bar:
-        for s in stores:
-            off = s.doc_offsets
-            for d0, d1 in doc_batches(off):
-                a, b = int(off[d0]), int(off[d1])
-                w.add_batch(s.tokens[a:b], np.diff(off[d0:d1 + 1]))
-                bar.update(b - a)
+        for p in paths:
+            s = ChunkStore.open(p)
+            off = np.array(s.doc_offsets)  # 8 bytes per document; the tokens stay on disk
+            dtype, tokens_file = s.tokens.dtype, s.path / ARRAY_FILES["tokens"]
+            del s  # unmaps the input before its tokens are read
+            with open(tokens_file, "rb") as f:
+                for d0, d1 in doc_batches(off, batch_tokens):
+                    a, b = int(off[d0]), int(off[d1])
+                    f.seek(a * dtype.itemsize)
+                    batch = np.fromfile(f, dtype=dtype, count=b - a)
+                    if batch.size != b - a:
+                        raise MismatchError(f"merge_stores: {tokens_file} changed while merging (short read)")
+                    w.add_batch(batch, np.diff(off[d0:d1 + 1]))
+                    bar.update(b - a)
     return Path(out_path)

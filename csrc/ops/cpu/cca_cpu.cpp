@@ -24,9 +24,11 @@ CcaDims cca_check(const TensorView& q, const TensorView& k, const TensorView& v,
   d.B = q.size(0); d.N = q.size(1); d.H = q.size(2); d.D = q.size(3);
   d.C = chunk_len;
   d.L = (d.N + chunk_len - 1) / chunk_len;
-  d.K = k.size(2); d.R = k.size(3);
+  d.K = k.size(2); d.R = k.size(3); d.G = k.size(4);
   d.scale = scale; d.rotary = rotary; d.theta = theta;
-  const int64_t kshape[6] = {d.B, d.L, d.K, d.R, d.H, d.D};
+  PYRETRO_CHECK(d.G > 0 ? d.H % d.G == 0 : d.H == 0, ValueError, k.name, ": ", d.G,
+                " key/value heads do not divide the ", d.H, " query heads of ", q.name);
+  const int64_t kshape[6] = {d.B, d.L, d.K, d.R, d.G, d.D};
   for (int i = 0; i < 6; ++i) {
     check_dim(k, i, kshape[i]);
     check_dim(v, i, kshape[i]);
@@ -130,6 +132,7 @@ Storage storage_of(DType t) {
 TaskArgs make_args(const CcaDims& d, const TensorView& q) {
   TaskArgs a{};
   a.B = d.B; a.N = d.N; a.H = d.H; a.D = d.D; a.L = d.L; a.K = d.K; a.R = d.R; a.C = d.C;
+  a.G = d.G > 0 ? d.G : 1;
   a.Dp = cca_cpu::round_up(d.D, cca_cpu::kDPad);
   a.scale = d.scale;
   a.rotary = d.rotary;
@@ -138,7 +141,10 @@ TaskArgs make_args(const CcaDims& d, const TensorView& q) {
 }
 
 void run(const TaskArgs& a, bool bwd) {
-  const int64_t tasks = a.B * a.L * a.H;
+  // Forward: a task per (b, chunk, query head). Backward: per (b, chunk, kv head), so the query heads that
+  // share a kv head accumulate its dK/dV in one task (no races, no reduction pass).
+  const int64_t tasks = a.B * a.L * (bwd ? a.G : a.H);
+  if (a.H == 0) return;
   if (tasks == 0) return;
   const Isa isa = pick_isa();
   const int64_t bytes = cca_cpu::scratch_bytes(a, bwd);

@@ -3,8 +3,8 @@
 // CCA_VBYTES (vector width in bytes). Uses GCC vector extensions (no intrinsics) so the same code gives
 // SSE2, AVX2 or AVX-512 code. Everything here has internal linkage except fwd_tasks/bwd_tasks.
 //
-// One task = (b, chunk u, head h): the <= chunk_len query rows attending chunk u and the K*R keys of its
-// neighbours. Only valid keys are copied (compacted) into the tile buffers, so the inner loops never test
+// One forward task = (b, chunk u, query head h): the <= chunk_len query rows attending chunk u and the K*R
+// keys of its neighbours (kv head h / (H/G)). One backward task = (b, u, kv head g) and its H/G query heads. Only valid keys are copied (compacted) into the tile buffers, so the inner loops never test
 // the mask. Scale (and rotary) are folded into the query tile. Forward: online softmax over key blocks of
 // kKBlock, tiles S = Q K^T of [kQBlock x kKBlock]; lse saved per row. Backward recomputes P from lse.
 #ifndef CCA_VBYTES
@@ -276,13 +276,13 @@ template <class T> inline void zero_row(T* dst, int64_t D) {
 inline char* align64(char* p) { return reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63)); }
 
 struct TaskIdx {
-  int64_t b, u, h, t0, nq;
+  int64_t b, u, h, t0, nq;  // h: query head (forward) or kv head (backward)
 };
-inline TaskIdx task_index(const TaskArgs& a, int64_t task) {
+inline TaskIdx task_index(const TaskArgs& a, int64_t task, int64_t heads) {
   TaskIdx t;
-  t.h = task % a.H;
-  t.u = (task / a.H) % a.L;
-  t.b = task / (a.H * a.L);
+  t.h = task % heads;
+  t.u = (task / heads) % a.L;
+  t.b = task / (heads * a.L);
   t.t0 = t.u * a.C + a.C - 1;
   t.nq = a.N - t.t0 < a.C ? a.N - t.t0 : a.C;
   if (t.nq < 0) t.nq = 0;
@@ -317,18 +317,18 @@ void store_group(const A* tmp, int64_t jj0, int64_t ldt, int64_t D, int64_t Dp, 
       for (int64_t d = 0; d < Dp; ++d) r_out[(jj0 + g) * Dp + d] = tmp[g * Dp + d];
 }
 template <class T, class A>
-int64_t load_keys(const TaskArgs& a, const TaskIdx& ti, int32_t* idx, A* kt, A* kr, A* vt, A* vr, A* tmp,
-                  const Tables<A>& tb) {
+int64_t load_keys(const TaskArgs& a, const TaskIdx& ti, int64_t g, int32_t* idx, A* kt, A* kr, A* vt, A* vr,
+                  A* tmp, const Tables<A>& tb) {
   static_assert(kPad % kGroup == 0, "groups must tile the padded key count");
-  const int64_t KR = a.K * a.R, HD = a.H * a.D, D = a.D, Dp = a.Dp;
+  const int64_t KR = a.K * a.R, HD = a.G * a.D, D = a.D, Dp = a.Dp;  // HD: key row stride (G kv heads)
   const uint8_t* mk = a.mask + (ti.b * a.L + ti.u) * KR;
   int64_t nv = 0;
   for (int64_t j = 0; j < KR; ++j)
     if (mk[j]) idx[nv++] = int32_t(j);
   if (nv == 0) return 0;
   const int64_t nvp = round_up(nv, kPad), ldt = nvp + kSkew;
-  const T* k = static_cast<const T*>(a.k) + (ti.b * a.L + ti.u) * KR * HD + ti.h * D;
-  const T* v = static_cast<const T*>(a.v) + (ti.b * a.L + ti.u) * KR * HD + ti.h * D;
+  const T* k = static_cast<const T*>(a.k) + (ti.b * a.L + ti.u) * KR * HD + g * D;
+  const T* v = static_cast<const T*>(a.v) + (ti.b * a.L + ti.u) * KR * HD + g * D;
   for (int64_t jj0 = 0; jj0 < nvp; jj0 += kGroup) {
     load_group<T, A>(k, idx, jj0, nv, HD, D, Dp, a.rotary, a.R, tb, tmp);
     store_group<A>(tmp, jj0, ldt, D, Dp, kt, kr);
@@ -345,7 +345,7 @@ template <class T, class A>
 void fwd_one(const TaskArgs& a, int64_t task, char* scratch) {
   typedef typename VT<A>::V V;
   constexpr int W = VT<A>::W;
-  const TaskIdx ti = task_index(a, task);
+  const TaskIdx ti = task_index(a, task, a.H);
   const int64_t D = a.D, Dp = a.Dp, H = a.H, HD = a.H * a.D, KR = a.K * a.R;
   T* out = static_cast<T*>(a.out) + ti.b * a.N * HD + ti.h * D;  // row t at out + t*HD
   A* lse = static_cast<A*>(a.lse) + ti.b * a.N * H + ti.h;       // row t at lse[t*H]
@@ -367,7 +367,7 @@ void fwd_one(const TaskArgs& a, int64_t task, char* scratch) {
   A* mrow = s + kQBlock * lds;
   A* lrow = mrow + kQBlock;
   A tmp[kGroup * (kMaxD + kDPad)];
-  const int64_t nv = load_keys<T, A>(a, ti, idx, kt, nullptr, nullptr, vr, tmp, tb);
+  const int64_t nv = load_keys<T, A>(a, ti, ti.h / (a.H / a.G), idx, kt, nullptr, nullptr, vr, tmp, tb);
   if (nv == 0) {
     for (int64_t i = 0; i < ti.nq; ++i) {
       zero_row(out + (ti.t0 + i) * HD, D);
@@ -424,19 +424,23 @@ void fwd_one(const TaskArgs& a, int64_t task, char* scratch) {
 }
 
 // ---- backward ----------------------------------------------------------------------------------------
+// One task = (b, chunk u, kv head g): the keys/values are loaded once, then every query head of the group
+// adds its share to dK/dV (grouped-query attention; a group of one without it).
 template <class T, class A>
 void bwd_one(const TaskArgs& a, int64_t task, char* scratch) {
   typedef typename VT<A>::V V;
   constexpr int W = VT<A>::W;
-  const TaskIdx ti = task_index(a, task);
-  const int64_t D = a.D, Dp = a.Dp, H = a.H, HD = a.H * a.D, KR = a.K * a.R;
-  const int64_t row0 = ti.b * a.N * HD + ti.h * D;  // + t*HD
-  T* dq = static_cast<T*>(a.dq) + row0;
-  const int64_t key0 = (ti.b * a.L + ti.u) * KR * HD + ti.h * D;  // + j*HD
+  const TaskIdx ti = task_index(a, task, a.G);
+  const int64_t D = a.D, Dp = a.Dp, H = a.H, HD = a.H * a.D, GD = a.G * a.D, KR = a.K * a.R;
+  const int64_t grp = a.H / a.G, h0 = ti.h * grp;  // query heads h0 .. h0 + grp - 1
+  const int64_t key0 = (ti.b * a.L + ti.u) * KR * GD + ti.h * D;  // + j*GD
   T* dk = static_cast<T*>(a.dk) + key0;
   T* dv = static_cast<T*>(a.dv) + key0;
   if (ti.u == 0)
-    for (int64_t t = 0; t < a.C - 1 && t < a.N; ++t) zero_row(dq + t * HD, D);
+    for (int64_t h = h0; h < h0 + grp; ++h) {
+      T* dq = static_cast<T*>(a.dq) + ti.b * a.N * HD + h * D;
+      for (int64_t t = 0; t < a.C - 1 && t < a.N; ++t) zero_row(dq + t * HD, D);
+    }
   const uint8_t* mk = a.mask + (ti.b * a.L + ti.u) * KR;
   int64_t nv = 0;
   if (ti.nq > 0)
@@ -444,11 +448,14 @@ void bwd_one(const TaskArgs& a, int64_t task, char* scratch) {
   // Keys no query row attends (masked, or a chunk without queries) get exactly zero gradient.
   for (int64_t j = 0; j < KR; ++j)
     if (nv == 0 || !mk[j]) {
-      zero_row(dk + j * HD, D);
-      zero_row(dv + j * HD, D);
+      zero_row(dk + j * GD, D);
+      zero_row(dv + j * GD, D);
     }
   if (nv == 0) {
-    for (int64_t i = 0; i < ti.nq; ++i) zero_row(dq + (ti.t0 + i) * HD, D);
+    for (int64_t h = h0; h < h0 + grp; ++h) {
+      T* dq = static_cast<T*>(a.dq) + ti.b * a.N * HD + h * D;
+      for (int64_t i = 0; i < ti.nq; ++i) zero_row(dq + (ti.t0 + i) * HD, D);
+    }
     return;
   }
   const Tables<A> tb{static_cast<const A*>(a.rope_cos), static_cast<const A*>(a.rope_sin)};
@@ -467,51 +474,55 @@ void bwd_one(const TaskArgs& a, int64_t task, char* scratch) {
   A* dob = dvb + krp * Dp;
   A* dp = dob + kQBlock * Dp;
   A tmp[kGroup * (kMaxD + kDPad)];
-  load_keys<T, A>(a, ti, idx, kt, kr, vt, nullptr, tmp, tb);
+  load_keys<T, A>(a, ti, ti.h, idx, kt, kr, vt, nullptr, tmp, tb);
   const int64_t nvp = round_up(nv, kPad), ldt = nvp + kSkew;
   for (int64_t e = 0; e < nvp * Dp; ++e) dkb[e] = dvb[e] = A(0);
-  const T* q = static_cast<const T*>(a.q) + row0;
-  const T* o = static_cast<const T*>(a.out) + row0;
-  const T* dout = static_cast<const T*>(a.dout) + row0;
-  const A* lse = static_cast<const A*>(a.lse) + ti.b * a.N * H + ti.h;
-  for (int64_t i0 = 0; i0 < ti.nq; i0 += kQBlock) {
-    const int64_t nr = ti.nq - i0 < kQBlock ? ti.nq - i0 : kQBlock;
-    for (int64_t i = 0; i < nr; ++i) {
-      const int64_t t = ti.t0 + i0 + i;
-      load_row<T, A>(q + t * HD, qb + i * Dp, D, Dp, a.rotary, tb, i0 + i, A(a.scale));
-      load_row<T, A>(dout + t * HD, dob + i * Dp, D, Dp, false, tb, 0, A(1));
-      A acc = 0;
-      for (int64_t d = 0; d < D; ++d) acc += dob[i * Dp + d] * Conv<T>::to(o[t * HD + d]);
-      delta[i] = acc;
-      lrow[i] = lse[t * H];
-      for (int64_t d = 0; d < Dp; ++d) dqb[i * Dp + d] = A(0);
-    }
-    for (int64_t j0 = 0; j0 < nv; j0 += kKBlock) {
-      const int64_t nb = nv - j0 < kKBlock ? nv - j0 : kKBlock;
-      const int64_t nbp = round_up(nb, kPad);
-      gemm_nt(qb, Dp, kt + j0, ldt, s, lds, nr, nbp, D);
-      gemm_nt(dob, Dp, vt + j0, ldt, dp, lds, nr, nbp, D);
+  for (int64_t h = h0; h < h0 + grp; ++h) {
+    const int64_t row0 = ti.b * a.N * HD + h * D;  // + t*HD
+    T* dq = static_cast<T*>(a.dq) + row0;
+    const T* q = static_cast<const T*>(a.q) + row0;
+    const T* o = static_cast<const T*>(a.out) + row0;
+    const T* dout = static_cast<const T*>(a.dout) + row0;
+    const A* lse = static_cast<const A*>(a.lse) + ti.b * a.N * H + h;
+    for (int64_t i0 = 0; i0 < ti.nq; i0 += kQBlock) {
+      const int64_t nr = ti.nq - i0 < kQBlock ? ti.nq - i0 : kQBlock;
       for (int64_t i = 0; i < nr; ++i) {
-        A* si = s + i * lds;
-        A* dpi = dp + i * lds;
-        // lse is finite here (the chunk has a valid key); padded columns get P = 0.
-        const V vl = vbcast(lrow[i]), vd = vbcast(delta[i]);
-        for (int64_t j = 0; j < nbp; j += W) vstore(si + j, vexp(vload(si + j) - vl));
-        for (int64_t j = nb; j < nbp; ++j) si[j] = A(0);
-        // P stays in s for dV; dS goes to dp.
-        for (int64_t j = 0; j < nbp; j += W) vstore(dpi + j, vload(si + j) * (vload(dpi + j) - vd));
+        const int64_t t = ti.t0 + i0 + i;
+        load_row<T, A>(q + t * HD, qb + i * Dp, D, Dp, a.rotary, tb, i0 + i, A(a.scale));
+        load_row<T, A>(dout + t * HD, dob + i * Dp, D, Dp, false, tb, 0, A(1));
+        A acc = 0;
+        for (int64_t d = 0; d < D; ++d) acc += dob[i * Dp + d] * Conv<T>::to(o[t * HD + d]);
+        delta[i] = acc;
+        lrow[i] = lse[t * H];
+        for (int64_t d = 0; d < Dp; ++d) dqb[i * Dp + d] = A(0);
       }
-      acc_rows(dvb + j0 * Dp, Dp, s, 1, lds, dob, Dp, nb, nr, Dp);     // dV += P^T dO
-      acc_rows(dkb + j0 * Dp, Dp, dp, 1, lds, qb, Dp, nb, nr, Dp);     // dK += dS^T Qs
-      acc_rows(dqb, Dp, dp, lds, 1, kr + j0 * Dp, Dp, nr, nb, Dp);     // dQs += dS K
+      for (int64_t j0 = 0; j0 < nv; j0 += kKBlock) {
+        const int64_t nb = nv - j0 < kKBlock ? nv - j0 : kKBlock;
+        const int64_t nbp = round_up(nb, kPad);
+        gemm_nt(qb, Dp, kt + j0, ldt, s, lds, nr, nbp, D);
+        gemm_nt(dob, Dp, vt + j0, ldt, dp, lds, nr, nbp, D);
+        for (int64_t i = 0; i < nr; ++i) {
+          A* si = s + i * lds;
+          A* dpi = dp + i * lds;
+          // lse is finite here (the chunk has a valid key); padded columns get P = 0.
+          const V vl = vbcast(lrow[i]), vd = vbcast(delta[i]);
+          for (int64_t j = 0; j < nbp; j += W) vstore(si + j, vexp(vload(si + j) - vl));
+          for (int64_t j = nb; j < nbp; ++j) si[j] = A(0);
+          // P stays in s for dV; dS goes to dp.
+          for (int64_t j = 0; j < nbp; j += W) vstore(dpi + j, vload(si + j) * (vload(dpi + j) - vd));
+        }
+        acc_rows(dvb + j0 * Dp, Dp, s, 1, lds, dob, Dp, nb, nr, Dp);     // dV += P^T dO
+        acc_rows(dkb + j0 * Dp, Dp, dp, 1, lds, qb, Dp, nb, nr, Dp);     // dK += dS^T Qs
+        acc_rows(dqb, Dp, dp, lds, 1, kr + j0 * Dp, Dp, nr, nb, Dp);     // dQs += dS K
+      }
+      for (int64_t i = 0; i < nr; ++i)
+        store_grad_row<T, A>(dqb + i * Dp, dq + (ti.t0 + i0 + i) * HD, D, a.rotary, tb, i0 + i, A(a.scale));
     }
-    for (int64_t i = 0; i < nr; ++i)
-      store_grad_row<T, A>(dqb + i * Dp, dq + (ti.t0 + i0 + i) * HD, D, a.rotary, tb, i0 + i, A(a.scale));
   }
   for (int64_t jj = 0; jj < nv; ++jj) {
     const int64_t j = idx[jj];
-    store_grad_row<T, A>(dkb + jj * Dp, dk + j * HD, D, a.rotary, tb, j % a.R, A(1));
-    store_grad_row<T, A>(dvb + jj * Dp, dv + j * HD, D, false, tb, 0, A(1));
+    store_grad_row<T, A>(dkb + jj * Dp, dk + j * GD, D, a.rotary, tb, j % a.R, A(1));
+    store_grad_row<T, A>(dvb + jj * Dp, dv + j * GD, D, false, tb, 0, A(1));
   }
 }
 

@@ -20,6 +20,7 @@ inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 struct TaskArgs {
   int64_t B, N, H, D, L, K, R, C;
+  int64_t G;         // key/value heads; query head h reads kv head h / (H / G)
   int64_t Dp;        // D padded to kDPad with zeros (vector loops run over whole vectors)
   double scale;
   bool rotary;
@@ -40,7 +41,8 @@ inline int64_t scratch_bytes(const TaskArgs& a, bool bwd) {
   return n * es + kr * 4 + 256;                                    // + valid-key index, alignment slack
 }
 
-// Each processes tasks [begin, end) of the B*L*H (b, u, h) tasks; `scratch` holds scratch_bytes().
+// Each processes tasks [begin, end): forward of the B*L*H (b, u, h) tasks, backward of the B*L*G (b, u, g)
+// tasks (g = kv head; the task loops over its H/G query heads); `scratch` holds scratch_bytes().
 #define PYRETRO_CCA_DECLARE(ns)                                                             \
   namespace ns {                                                                            \
   void fwd_tasks(const TaskArgs& a, int64_t begin, int64_t end, void* scratch);             \

@@ -31,6 +31,15 @@ def rope_neox(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.T
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
 
 
+def expand_kv_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """``[..., G, D]`` -> ``[..., n_heads, D]``: kv head ``g`` serves query heads ``g*H/G .. (g+1)*H/G - 1``
+    (grouped-query attention). A broadcast view, materialized by the final reshape."""
+    G = x.shape[-2]
+    if G == n_heads:
+        return x
+    return x.unsqueeze(-2).expand(*x.shape[:-1], n_heads // G, x.shape[-1]).reshape(*x.shape[:-2], n_heads, x.shape[-1])
+
+
 def chunked_cross_attention_ref(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -42,13 +51,15 @@ def chunked_cross_attention_ref(
     rotary: bool = False,
     rope_theta: float = 10000.0,
 ) -> torch.Tensor:
-    """Reference CCA. q ``[B, N, H, D]``, k/v ``[B, L, K, R, H, D]``, key_mask ``[B, L, K, R]`` bool
-    (True = valid), ``L = ceil(N / chunk_len)``. Returns ``[B, N, H, D]`` in q's dtype.
+    """Reference CCA. q ``[B, N, H, D]``, k/v ``[B, L, K, R, G, D]`` (``G`` kv heads, ``H % G == 0``;
+    grouped-query attention when ``G < H``), key_mask ``[B, L, K, R]`` bool (True = valid),
+    ``L = ceil(N / chunk_len)``. Returns ``[B, N, H, D]`` in q's dtype.
 
     Computed in the inputs' dtype (so it doubles as the "same-dtype PyTorch" baseline of the tests);
     differentiable with plain autograd. No input validation: see ``pyretro.ops.chunked_cross_attention``.
     """
     B, N, H, D = q.shape
+    k, v = expand_kv_heads(k, H), expand_kv_heads(v, H)
     L, K, R = k.shape[1], k.shape[2], k.shape[3]
     C = chunk_len
     if scale is None:
