@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
+import torch
 from _eval_fixtures import CHUNK, corpus, tiny_models, tiny_models_for, tokenizer
 
 from pyretro.cli.main import main
 from pyretro.data.tokenizer import save_tokenizer
+from pyretro.model import RetroModel
 from pyretro.model.io import save
 
 
@@ -75,6 +78,9 @@ def test_ppl_on_a_store_with_neighbours(tmp_path, capsys):
         "query": {"k": 2, "chunks_per_sample": 4}}))
     gpt, retro = tiny_models(VOCAB)
     save(gpt, tmp_path / "gpt.safetensors")
+    retro = RetroModel.from_gpt(gpt, replace(retro.retro, neighbor_len=2 * CHUNK + 4))  # r != the 2*chunk default
+    for c in retro.cca:
+        torch.nn.init.normal_(c.o.weight, 0.0, 0.5)
     save(retro, tmp_path / "retro.safetensors")
     code, out, err = run(capsys, "ppl", "--model", tmp_path / "gpt.safetensors", "--model",
                          tmp_path / "retro.safetensors", "--data", tmp_path / "store", "--neighbors",
@@ -84,6 +90,7 @@ def test_ppl_on_a_store_with_neighbours(tmp_path, capsys):
     assert [r["mode"] for r in res] == ["gpt", "retro", "retro-decoder"]
     assert res[0]["ppl"] == pytest.approx(res[2]["ppl"], rel=1e-5)  # decoder alone == its GPT
     assert res[0]["clean"]["tokens"] + res[0]["leaky"]["tokens"] == res[0]["tokens"]
+    assert res[1]["settings"]["neighbor_len"] == 2 * CHUNK + 4  # the model's r, not the dataset default
     assert res[1]["leaky_chunks"] > 0  # the store repeats documents: some neighbours copy the next chunk
     # without a neighbour table mode retro is skipped by default and refused when asked for
     code, out, err = run(capsys, "ppl", "--model", tmp_path / "retro.safetensors", "--data", tmp_path / "store",

@@ -73,3 +73,11 @@ def test_missing_rouge_package_names_the_extra(monkeypatch):
             rouge_scores("a", "b")
     finally:
         metrics._scorer.cache_clear()
+
+
+def test_a_squad_answers_dict_is_refused_not_scored_by_its_keys():
+    answers = {"text": ["Denver Broncos"], "answer_start": [177]}
+    with pytest.raises(TypeError, match="mapping"):
+        exact_match("text", answers)  # used to score 1.0 against the key "text"
+    with pytest.raises(TypeError, match="mapping"):
+        token_f1("Denver Broncos", answers)

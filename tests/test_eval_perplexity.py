@@ -124,3 +124,17 @@ def test_errors():
                             progress=False)
     with pytest.raises(ValueError, match="batch_size"):
         evaluate_perplexity(gpt, make_data(n=2), batch_size=0, progress=False)
+
+
+def test_data_chunked_finer_than_the_model_is_refused():
+    """Neighbours of half-size chunks would be read by the model as those of its own chunks (silently wrong)."""
+    _, retro = tiny_models(V)
+    g = torch.Generator().manual_seed(3)
+    fine = ListDataset([{"tokens": torch.randint(0, V, (S,), generator=g),
+                         "neighbors": torch.randint(0, V, (2 * S // CHUNK, K, R), generator=g)}])
+    with pytest.raises(ValueError, match="chunked differently"):
+        evaluate_perplexity(retro, fine, progress=False)
+    fine.chunk_len = CHUNK // 2  # a RetroDataset of another store says so up front
+    with pytest.raises(ValueError, match="chunk_len"):
+        evaluate_perplexity(retro, fine, progress=False)
+    assert evaluate_perplexity(retro, fine, retrieval=False, progress=False).tokens == S - 1  # decoder alone: fine

@@ -66,7 +66,8 @@ def test_scores_come_from_the_metric_functions(setup):
     t = ChatTemplate(tok)
     gpt_kw, retro_kw, dec_kw = calls[0], calls[len(calls) // 3], calls[-1]
     for kw in (gpt_kw, retro_kw, dec_kw):
-        assert kw["stop_tokens"] == [t.eod_id] and kw["pad_id"] == t.pad_id and kw["max_new_tokens"] == 32
+        assert kw["stop_tokens"][0] == t.eod_id and kw["pad_id"] == t.pad_id and kw["max_new_tokens"] == 32
+        assert tok.token_to_id("<|user|>") in kw["stop_tokens"]  # a new turn also ends the answer
     assert "neighbors" not in gpt_kw and "retrieval" not in gpt_kw
     nb, nm = retro_kw["neighbors"], retro_kw["neighbor_mask"]
     assert nb.dim() == 3 and nb.shape[2] == retro.retro.r and torch.equal(nm, nb >= 0) and nm.any()
@@ -108,6 +109,22 @@ def test_generation_stops_at_eod(setup):
         gpt.lm_head.bias[eod] = 1e4  # the model always ends at once
     res = evaluate_qa(gpt, tok, exs[:2], max_new_tokens=5, progress=False)
     assert [p["prediction"] for p in res.predictions] == ["", ""] and res.em == 0.0
+
+
+def test_generation_stops_when_the_model_opens_a_new_turn(setup):
+    """A model that starts a "<|user|>" turn instead of emitting eod: the hallucinated turn is not the answer."""
+    tok, exs, gpt, _ = setup
+    user = tok.token_to_id("<|user|>")
+    assert user is not None
+    stream = tok.encode("Paris", add_special_tokens=False).ids + [user] + tok.encode("and more", add_special_tokens=False).ids
+
+    def fixed_model(model, prompts, *, stop_tokens=(), **kw):  # emits `stream`, stops like generate does
+        cut = next((i for i, t in enumerate(stream) if t in set(stop_tokens)), len(stream))
+        return [stream[:cut] for _ in prompts]
+
+    ex = QAExample("x", exs[0].question, ["Paris"], exs[0].context)
+    res = evaluate_qa(gpt, tok, [ex], generate_fn=fixed_model, progress=False)
+    assert res.predictions[0]["prediction"] == "Paris" and res.em == 100.0
 
 
 def test_retro_retrieve_mode_re_retrieves_every_chunk(setup):

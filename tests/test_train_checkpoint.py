@@ -104,3 +104,26 @@ def test_resume_into_another_architecture_is_refused(tmp_path):
         train(tiny_config(tmp_path, train__resume="never"), train_data=PatternDataset(8))
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(tiny_config(tmp_path / "x", train__resume=str(tmp_path / "nothing")), train_data=PatternDataset(8))
+
+
+def test_keep_last_n_ignores_newer_abandoned_and_cleans_temp(tmp_path):
+    """Saving after a resume from an older checkpoint: the abandoned run's later checkpoints must not count
+    towards keep-last-N (they used to evict this run's own ones); half-written temp dirs are cleaned."""
+    from pyretro.model import GPT, GPTConfig
+    from pyretro.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=32, d_model=16, n_layers=1, n_heads=2, max_seq_len=16))
+    opt = torch.optim.AdamW(model.parameters())
+    root = tmp_path / "checkpoints"
+    abandoned = root / "step_00001000"
+    abandoned.mkdir(parents=True)
+    (abandoned / "trainer.pt").write_bytes(b"x")
+    (root / ".tmp_step_00000700_12345").mkdir()  # a save killed mid-write
+    for step in (500, 600):
+        save_checkpoint(root, step, model, opt, None, data_state={}, config={}, keep_last_n=2)
+    assert [c.name for c in list_checkpoints(root)] == ["step_00000500", "step_00000600", "step_00001000"]
+    assert latest_checkpoint(tmp_path).name == "step_00000600"
+    assert not list(root.glob(".tmp_*"))
+    save_checkpoint(root, 700, model, opt, None, data_state={}, config={}, keep_last_n=2)
+    assert [c.name for c in list_checkpoints(root)] == ["step_00000600", "step_00000700", "step_00001000"]

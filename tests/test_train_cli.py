@@ -154,3 +154,26 @@ retrieval_on = {str(retrieval_on).lower()}
     assert main(["sft", str(cfg), "--model.init_from=" + str(tmp_path / "small.safetensors"), "--model.kind=gpt",
                  "--train.out_dir=" + str(tmp_path / "small")]) == 1
     assert "vocab_size 300 > the model's vocab_size 100" in capsys.readouterr().err
+
+
+def test_sft_config_resolves_context_ids_and_caps_passages(tmp_path):
+    """`pyretro sft` on the synthetic corpus' qa.jsonl (context_ids) needs the documents; max_context keeps
+    the prompts the same as evaluation's."""
+    from pyretro.data.tokenizer import save_tokenizer, train_bpe
+    from pyretro.train.config import TrainConfig
+    from pyretro.train.sft import build_sft_datasets
+
+    docs = [{"id": f"d{i}", "text": f"passage number {i} says the colour is {c}"}
+            for i, c in enumerate(["red", "blue", "green"])]
+    recs = [{"question": "what colour?", "answers": ["blue"], "context_ids": ["d1", "d0", "d2"]}]
+    tok = train_bpe([d["text"] for d in docs] * 4 + ["what colour? blue"] * 4, vocab_size=300, min_frequency=1)
+    save_tokenizer(tok, tmp_path / "tok.json")
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    cfg = TrainConfig.from_dict({"data": {"sft_train": str(tmp_path / "qa.jsonl"), "tokenizer": str(tmp_path / "tok.json"),
+                                          "sft_documents": str(tmp_path / "docs.jsonl"), "seq_len": 256},
+                                 "sft": {"max_context": 1}})
+    model = GPT(GPTConfig(vocab_size=300, d_model=16, n_layers=1, n_heads=2))
+    train_ds, _ = build_sft_datasets(cfg, model)
+    text = tok.decode(train_ds.conversation(0)[0].tolist())
+    assert "number 1" in text and "number 0" not in text and "number 2" not in text

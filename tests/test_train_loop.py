@@ -41,6 +41,20 @@ def test_token_loss_sum_matches_lm_loss():
     torch.testing.assert_close(s / n, lm_loss(logits, tokens))
 
 
+def test_validation_counts_every_sample_of_a_single_process():
+    """evaluate(max_batches=0) is documented as the whole set: a short last batch must not be dropped."""
+    from pyretro.train.loop import evaluate
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config("unused", "gpt").model)
+    data = PatternDataset(5, half_mask=True)
+    res = evaluate(model, data, retro=False, batch_size=2)
+    assert res["tokens"] == 5 * int(data.mask[0, 1:].sum())
+    with torch.no_grad():
+        s, n = token_loss_sum(model.eval()(data.tokens), data.tokens, data.mask)
+    assert res["loss"] == pytest.approx(float(s / n), rel=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["gpt", "retro"])
 def test_learns_and_first_loss_is_the_masked_batch_loss(tmp_path, kind):
     """Step 1's loss = lm_loss of the initial model on the sampler's first global batch (answer-style mask)."""
@@ -173,6 +187,15 @@ def test_bad_input_is_reported_before_training(tmp_path):
         train(tiny_config(tmp_path / "g"))  # no data at all
     with pytest.raises(ConfigError, match="needs neighbours"):
         train(tiny_config(tmp_path / "h"), train_data=_NoNeighbors(8))
+    # neighbours of half-size chunks: the model would silently read them against the wrong chunks
+    fine = PatternDataset(8)
+    fine.neighbors = fine.neighbors.repeat_interleave(2, dim=1)
+    with pytest.raises(MismatchError, match="chunk_len"):
+        train(tiny_config(tmp_path / "i"), train_data=fine)
+    fine = PatternDataset(8)
+    fine.chunk_len = 2  # a dataset that says so (RetroDataset of a store with another chunk_len)
+    with pytest.raises(MismatchError, match="the data's chunk_len 2"):
+        train(tiny_config(tmp_path / "j"), train_data=fine)
     assert not (tmp_path / "a" / "checkpoints").exists()
 
 

@@ -155,8 +155,14 @@ def run_ppl(args: argparse.Namespace) -> int:
             raise ValueError("--mode retro needs --neighbors (a neighbour table of --data)")
         modes.remove("retro")
     vocab = min(m.config.vocab_size for k, m in models.items() if not k.endswith("_path"))
-    ds = RetroDataset(args.data, args.neighbors, seq_len=args.seq_len, db_store=args.db_store, k=args.k,
+    retro = models.get("retro")
+    # neighbours as long as the Retro model was trained with (it would silently accept any r)
+    r = retro.retro.r if retro is not None else None
+    ds = RetroDataset(args.data, args.neighbors, seq_len=args.seq_len, db_store=args.db_store, k=args.k, r=r,
                       vocab_size=vocab)
+    if retro is not None and ds.chunk_len != retro.retro.chunk_len:
+        raise ValueError(f"--data: the store's chunk_len {ds.chunk_len} is not the Retro model's "
+                         f"{retro.retro.chunk_len}")
     if args.tokenizer:
         _check_store_tokenizer(args.tokenizer, ds)
     results = []

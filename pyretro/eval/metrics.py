@@ -39,6 +39,9 @@ def normalize_answer(s: str) -> str:
 def _refs(references: str | Sequence[str]) -> list[str]:
     if isinstance(references, str):
         return [references]
+    if isinstance(references, Mapping):  # iterating it would score its keys ("text", "answer_start")
+        raise TypeError("references: expected a string or a list of strings, got a mapping (SQuAD-style "
+                        "{'text': [...]}? pass its 'text' list, or load files with load_qa_jsonl)")
     refs = [str(r) for r in references]
     if not refs:
         raise ValueError("references: need at least one reference answer")

@@ -136,6 +136,10 @@ def evaluate_perplexity(
         loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=_collate)
     n_batches = -(-n // batch_size)
     is_retro = isinstance(model, RetroModel)
+    data_chunk = getattr(dataset, "chunk_len", None)
+    if is_retro and retrieval and isinstance(data_chunk, int) and data_chunk != model.retro.chunk_len:
+        raise ValueError(f"dataset: chunk_len {data_chunk} is not the Retro model's {model.retro.chunk_len} "
+                         "(its neighbours would be read against the wrong chunks)")
     device = torch.device(device) if device is not None else device_of(model)
     mode = mode or default_mode(model, retrieval)
     sums = {"all": 0.0, "clean": 0.0, "leaky": 0.0}
@@ -155,9 +159,14 @@ def evaluate_perplexity(
                 lm = torch.ones_like(tokens, dtype=torch.bool) if lm is None else lm.bool()
                 nb, nm = batch.get("neighbors"), batch.get("neighbor_mask")
                 has_neighbors = nb is not None if has_neighbors is None else has_neighbors
+                nb_shape = tuple(nb.shape) if nb is not None else ()
                 if is_retro and retrieval:
                     if nb is None:
                         raise ValueError("dataset: retrieval=True needs 'neighbors' in the data (or use retrieval=False)")
+                    if nb.dim() != 4 or nb.shape[1] > -(-tokens.shape[1] // model.retro.chunk_len):
+                        raise ValueError(f"dataset: neighbors must be [L, K, r] with L = seq_len // chunk_len "
+                                         f"({tokens.shape[1]} // {model.retro.chunk_len}), got "
+                                         f"{list(nb.shape[1:])}: the data was chunked differently from the model")
                     logits = model(tokens.to(device), nb.long().to(device), None if nm is None else nm.to(device))
                 elif is_retro:
                     logits = model(tokens.to(device), retrieval=False)
@@ -192,4 +201,5 @@ def evaluate_perplexity(
         res.clean = SubsetStats.from_sums(sums["clean"], counts["clean"])
         res.leaky = SubsetStats.from_sums(sums["leaky"], counts["leaky"])
         res.chunks, res.leaky_chunks = n_chunks, n_leaky
+        res.settings["neighbors"], res.settings["neighbor_len"] = nb_shape[-2], nb_shape[-1]
     return res

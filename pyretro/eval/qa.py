@@ -99,7 +99,8 @@ def evaluate_qa(
     progress: bool = True,
     generate_fn: Callable = generate,
 ) -> QAResult:
-    """Generates an answer per example greedily (stops at the end-of-document token) and scores it against the
+    """Generates an answer per example greedily (stops at the end-of-document token or a role marker opening a
+    new turn) and scores it against the
     references with :func:`exact_match` / :func:`token_f1`. ``mode`` defaults to ``gpt`` / ``retro`` by model
     type. ``max_neighbors`` (mode retro, default ``max_context``) caps the r-token passage pieces given to the
     encoder; ``retriever`` + ``num_neighbors`` serve mode ``retro-retrieve``. ``prompt_context=False``:

@@ -135,9 +135,9 @@ def save_checkpoint(ckpt_root: str | os.PathLike, step: int, model: nn.Module, o
     final = root / checkpoint_name(step)
     if rank == 0:
         root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(".tmp_step_*"):  # half-written checkpoints of killed runs (full-size each)
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = root / f".tmp_{final.name}_{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
         tmp.mkdir()
         tied = _tied_key(model)
         tensors = {k: v.detach().contiguous() for k, v in msd.items() if not (tied and k == tied[0])}
@@ -154,7 +154,10 @@ def save_checkpoint(ckpt_root: str | os.PathLike, step: int, model: nn.Module, o
         ptr.write_text(final.name + "\n")
         os.replace(ptr, root / LATEST)
         if keep_last_n > 0:
-            for old in list_checkpoints(root)[:-keep_last_n]:
+            # count only this run's line up to ``final``: checkpoints of later steps are left from an abandoned
+            # run (resumed from an older checkpoint) and must not push this run's own ones out
+            mine = [c for c in list_checkpoints(root) if c.name <= final.name]
+            for old in mine[:-keep_last_n]:
                 if old != final:
                     shutil.rmtree(old, ignore_errors=True)
     if world > 1:

@@ -55,6 +55,7 @@ class DataSection:
     # Instruction tuning (pyretro sft): JSONL conversations / QA records (pyretro.data.chat.Conversation).
     sft_train: str | None = None
     sft_val: str | None = None
+    sft_documents: str | None = None  # documents JSONL ({"id", "text"}) resolving QA records' context_ids
     tokenizer: str | None = None  # tokenizer file; its vocab must fit the model (checked before training)
     pack: bool = True  # SFT: pack short samples into seq_len rows
     num_workers: int = 2  # DataLoader worker processes (0 = load in the training process)
@@ -104,6 +105,7 @@ class SFTSection:
     gate_off: bool = True  # InstructRetro: retrieval path gated off (model.set_gate(0)), context in the prompt
     answer_only: bool = True  # loss on the last assistant answer only (InstructRetro); False = all turns
     retrieval_on: bool = False  # keep retrieval on, neighbours = the context passages (not in the paper)
+    max_context: int | None = None  # keep the first N context passages (use evaluation's max_context: 5)
 
 
 @dataclass
@@ -141,6 +143,8 @@ class TrainConfig:
             raise ConfigError("optim: weight_decay and grad_clip must be >= 0 and eps > 0")
         if o.decay_steps is not None and o.decay_steps < 1:
             raise ConfigError(f"optim.decay_steps: must be >= 1, got {o.decay_steps}")
+        if self.sft.max_context is not None and self.sft.max_context < 0:
+            raise ConfigError(f"sft.max_context: must be >= 0, got {self.sft.max_context}")
         if m.kind == "retro" or (m.kind is None and not m.init_from):  # (a loaded model is checked later)
             m.retro.validate(m.gpt)
         # seq_len vs chunk_len is checked when the run starts: instruction tuning with the gate off runs the

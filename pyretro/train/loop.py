@@ -159,8 +159,13 @@ def _check_data(model: nn.Module, ds: Any, name: str, cfg: TrainConfig) -> None:
                               "([data] train_neighbors: one neighbour table per store), or train kind = \"gpt\"")
         if nb is not None:
             L = tok.shape[0] // m
-            if nb.dim() != 3 or nb.shape[0] < L:
-                raise MismatchError(f"{name}: neighbors must be [L>={L}, K, r], got {list(nb.shape)}")
+            dc = getattr(ds, "chunk_len", None)
+            if isinstance(dc, int) and dc != m:
+                raise MismatchError(f"{name}: the data's chunk_len {dc} is not the model's chunk_len {m} (its "
+                                    "neighbour rows would be read against the wrong chunks)")
+            if nb.dim() != 3 or not L <= nb.shape[0] <= -(-tok.shape[0] // m):
+                raise MismatchError(f"{name}: neighbors must be [L={L}, K, r] (seq_len // the model's chunk_len "
+                                    f"{m}), got {list(nb.shape)}")
             if nb.numel() and int(nb.max()) >= vocab:
                 raise MismatchError(f"{name}: neighbour token id {int(nb.max())} >= the model's vocab_size {vocab}")
             if nb.shape[-1] != model.retro.r:
@@ -186,7 +191,8 @@ def evaluate(model: nn.Module, dataset: Any, *, retro: bool, batch_size: int, ma
              retrieval: bool = True, device: torch.device | None = None, dtype: str = "auto",
              info: D.DistInfo | None = None) -> dict[str, float]:
     """Token-weighted validation loss and perplexity over the first ``max_batches * batch_size * world``
-    samples in order (0 = all); every rank evaluates its share, results are summed over ranks."""
+    samples in order (0 = all; with several ranks, all whole global batches); every rank evaluates its share,
+    results are summed over ranks."""
     from pyretro.train.data import make_loader
 
     info = info or D.DistInfo()
@@ -196,8 +202,10 @@ def evaluate(model: nn.Module, dataset: Any, *, retro: bool, batch_size: int, ma
     if per_rank == 0:
         return {}
     bs = min(batch_size, per_rank)
+    # one process: every sample (a short last batch); several: whole global batches only, so every rank runs
+    # the same number of forwards (FSDP gathers weights collectively in each)
     loader = make_loader(dataset, bs, seed=0, rank=info.rank, world_size=info.world, shuffle=False,
-                         drop_last=True)
+                         drop_last=info.world > 1)
     was_training = model.training
     model.eval()
     tot = torch.zeros(2, dtype=torch.float64, device=device)
@@ -420,7 +428,8 @@ def _train(cfg: TrainConfig, info: D.DistInfo, device: torch.device, model: nn.M
             t0 = time.perf_counter()
             batches = [next(it) for _ in range(o.grad_accum)]
             counts = torch.tensor([float(sum(_target_count(b) for b in batches)),
-                                   float(sum(b["tokens"].numel() for b in batches))], dtype=torch.float64)
+                                   float(sum(b["tokens"].numel() for b in batches))], dtype=torch.float64,
+                                  device=device)  # NCCL reduces device tensors only
             D.all_reduce_sum(counts, info)
             n_targets = max(1.0, float(counts[0]))
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)

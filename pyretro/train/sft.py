@@ -30,7 +30,7 @@ def build_sft_datasets(cfg: TrainConfig, model: nn.Module) -> tuple[Any, dict[st
     retro = isinstance(model, RetroModel)
     nb = bool(retro and s.retrieval_on)
     kw: dict[str, Any] = {"seq_len": d.seq_len, "pack": d.pack and not nb, "all_turns": not s.answer_only,
-                          "retrieval_neighbors": nb}
+                          "retrieval_neighbors": nb, "documents": d.sft_documents, "max_context": s.max_context}
     if nb:
         kw.update(k=model.retro.num_neighbors, r=model.retro.r, chunk_len=model.retro.chunk_len)
     train_ds = SFTDataset(d.sft_train, d.tokenizer, **kw)

@@ -1,0 +1,153 @@
+"""`pyretro demo`: settings, the corpus variant, resumable stages, and the tiny run end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from pyretro.demo import SIZES, make_config
+from pyretro.demo.corpus import demo_corpus, spell_full_names
+from pyretro.demo.stages import StageRunner
+from pyretro.errors import ConfigError
+
+STAGES = ["corpus", "ingest", "retrieval", "qa_data", "pretrain_gpt", "continue_gpt", "retrofit_retro", "sft_gpt",
+          "sft_retro", "eval_ppl", "eval_qa", "examples"]
+
+
+def test_sizes_and_overrides():
+    assert set(SIZES) == {"tiny", "small", "base"}
+    for size in SIZES:
+        cfg = make_config(size)
+        assert cfg.size == size and cfg.seq_len % cfg.chunk_len == 0
+    cfg = make_config("tiny", seed=3, pretrain_steps=7)
+    assert (cfg.seed, cfg.pretrain_steps) == (3, 7)
+    assert cfg.key() != make_config("tiny").key()
+    assert cfg.key("vocab_size") == make_config("tiny").key("vocab_size")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"size": "huge"}, "size"),
+    ({"size": "tiny", "no_such_field": 1}, "no_such_field"),
+    ({"size": "tiny", "seq_len": 70}, "multiple of chunk_len"),
+    ({"size": "tiny", "k_train": 9}, "k_saved"),
+    ({"size": "tiny", "pretrain_steps": 0}, "pretrain_steps"),
+])
+def test_bad_settings(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        make_config(**kwargs)
+
+
+def test_full_names_keep_facts_and_splits():
+    plain = demo_corpus(12, 3, seed=5, heldout_fraction=0.3, full_name_share=0.0)
+    full = demo_corpus(12, 3, seed=5, heldout_fraction=0.3, full_name_share=1.0)
+    assert [d["id"] for d in plain.documents] == [d["id"] for d in full.documents]
+    assert plain.qa == full.qa
+    ents = {e.id: e for e in full.entities}
+    for p, f in zip(plain.documents, full.documents, strict=True):
+        e = ents[f["entity"]]
+        assert not re.search(r"\b(he|she|his|her)\b", f["text"], re.IGNORECASE)
+        # every first-name mention is followed by the surname
+        assert len(re.findall(rf"\b{e.first}\b", f["text"])) == f["text"].count(e.name)
+        for value in e.facts.values():  # facts are untouched
+            assert (value in p["text"]) == (value in f["text"])
+        assert f["text"].count(e.name) >= p["text"].count(e.name)
+    with pytest.raises(ValueError, match="share"):
+        spell_full_names(plain, 1.5)
+
+
+def test_partial_share_is_seeded():
+    a = demo_corpus(8, 2, seed=1, heldout_fraction=0.2, full_name_share=0.5)
+    b = demo_corpus(8, 2, seed=1, heldout_fraction=0.2, full_name_share=0.5)
+    plain = demo_corpus(8, 2, seed=1, heldout_fraction=0.2, full_name_share=0.0)
+    full = demo_corpus(8, 2, seed=1, heldout_fraction=0.2, full_name_share=1.0)
+    assert [d["text"] for d in a.documents] == [d["text"] for d in b.documents]
+    n = lambda c: sum(d["text"].count(ents.name) for d in c.documents for ents in c.entities  # noqa: E731
+                      if ents.id == d["entity"])
+    assert n(plain) < n(a) < n(full)
+
+
+def test_stage_runner_skips_and_reruns(tmp_path):
+    calls = []
+    keys = {"a": "k1", "b": "k2"}
+
+    def run_all(progress=False):
+        st = StageRunner(tmp_path, lambda name: keys[name], progress=progress)
+        ra = st.run("a", "stage a", lambda: calls.append("a") or {"x": 1})
+        rb = st.run("b", "stage b", lambda: calls.append("b") or {"y": 2})
+        return st, ra, rb
+
+    st, ra, rb = run_all()
+    assert (ra, rb, calls, st.ran) == ({"x": 1}, {"y": 2}, ["a", "b"], ["a", "b"])
+    st, ra, rb = run_all()
+    assert (ra, rb, calls, st.skipped) == ({"x": 1}, {"y": 2}, ["a", "b"], ["a", "b"])
+    keys["a"] = "changed"  # only a's settings changed: a reruns, b (its own key unchanged) is kept
+    st, _, _ = run_all()
+    assert calls == ["a", "b", "a"] and st.ran == ["a"] and st.skipped == ["b"]
+    (tmp_path / "stages" / "b.json").write_text("{broken")  # a corrupt record = not finished
+    st, _, _ = run_all()
+    assert st.ran == ["b"] and st.skipped == ["a"]
+
+
+def test_stage_keys_follow_dependencies():
+    from pyretro.demo.pipeline import _stage_key, stage_fields
+
+    assert "pretrain_steps" in stage_fields("continue_gpt") and "sft_steps" not in stage_fields("retrofit_retro")
+    assert "qa_passages" in stage_fields("sft_retro") and "qa_passages" not in stage_fields("eval_ppl")
+    a, b = make_config("tiny"), make_config("tiny", sft_steps=3)
+    ka, kb = _stage_key(a), _stage_key(b)
+    for name in ("corpus", "retrieval", "pretrain_gpt", "retrofit_retro", "eval_ppl"):
+        assert ka(name) == kb(name), name
+    for name in ("sft_gpt", "sft_retro", "eval_qa", "examples"):
+        assert ka(name) != kb(name), name
+
+
+def test_fresh_run_dir_keeps_only_same_settings(tmp_path):
+    from pyretro.demo.pipeline import fresh_run_dir
+
+    run = tmp_path / "runs" / "phase"
+    fresh_run_dir(run, "k1")
+    (run / "checkpoints").mkdir()
+    fresh_run_dir(run, "k1")  # same settings (a killed run): kept for resume
+    assert (run / "checkpoints").is_dir()
+    fresh_run_dir(run, "k2")  # other settings: never resumed
+    assert not (run / "checkpoints").exists() and (run / "demo_key").read_text() == "k2"
+
+
+def test_cli_rejects_bad_set(capsys):
+    from pyretro.cli.main import main
+
+    assert main(["demo", "--size", "tiny", "--set", "nonsense"]) == 1
+    assert "FIELD=VALUE" in capsys.readouterr().err
+    assert main(["demo", "--size", "tiny", "--set", "bogus=1"]) == 1
+    assert "bogus" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_tiny_end_to_end_and_resume(tmp_path, capsys):
+    from pyretro.cli.main import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--size", "tiny", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "report.md" in printed and "held-out perplexity" in printed
+    for name in ("report.md", "report.png", "metrics.json", "config.json", "eval/qa.json",
+                 "models/continue_gpt.safetensors", "models/retrofit_retro.safetensors",
+                 "models/sft_retro.safetensors", "db/tokenizer.json", "qa/qa_eval.jsonl"):
+        assert (out / name).is_file(), name
+    m = json.loads((out / "metrics.json").read_text())
+    assert list(m["stages"]) == STAGES and m["ran"] == STAGES
+    ppl = m["stages"]["eval_ppl"]
+    for mode in ("gpt", "retro", "retro-decoder"):
+        assert ppl[mode]["ppl"] > 1 and ppl[mode]["tokens"] > 0
+    assert ppl["ratio_retro_over_gpt"] == pytest.approx(ppl["retro"]["ppl"] / ppl["gpt"]["ppl"])
+    assert set(m["stages"]["eval_qa"]["table"]) == {"gpt (closed-book)", "gpt", "retro", "retro-decoder"}
+    assert m["stages"]["retrofit_retro"]["curve"], "validation curve missing"
+    report = (out / "report.md").read_text()
+    assert "Retro / GPT" in report and "Wall time" in report
+    # a rerun skips every finished stage and rewrites the same numbers
+    assert main(["demo", "--size", "tiny", "--out", str(out), "--quiet"]) == 0
+    m2 = json.loads((out / "metrics.json").read_text())
+    assert m2["skipped"] == STAGES and m2["ran"] == []
+    assert m2["stages"] == m["stages"]
