@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from pyretro.benchmarks._params import resolve
 from pyretro.model import GPT, GPTConfig, RetroConfig, RetroModel, lm_loss, ops_backend
 from pyretro.model.generate import generate
 
@@ -82,13 +83,7 @@ def _step_flops(model: torch.nn.Module, tokens: torch.Tensor, neighbors: torch.T
 
 
 def run(device: str = "cpu", quick: bool = False, **overrides: Any) -> list[dict]:
-    p = dict(DEFAULTS)
-    if quick:
-        p.update(QUICK)
-    unknown = set(overrides) - set(p)
-    if unknown:
-        raise ValueError(f"unknown benchmark parameter(s) {sorted(unknown)}; known: {sorted(p)}")
-    p.update(overrides)
+    p = resolve(DEFAULTS, QUICK, quick, overrides)
     torch.manual_seed(p["seed"])
     dev = torch.device(device)
     m, k, N, B = p["chunk_len"], p["k"], p["seq"], p["batch"]

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from pyretro.benchmarks._params import resolve
+
 DEFAULTS: dict[str, Any] = {
     "layers": 12,  # CCA in layers 6, 9, 12 (Megatron's default)
     "d_model": 256,
@@ -88,13 +90,7 @@ def _time_run(kind: str, p: dict[str, Any], device: str, data: _RandomRetroData)
 
 
 def run(device: str = "cpu", quick: bool = False, **overrides: Any) -> list[dict]:
-    p = dict(DEFAULTS)
-    if quick:
-        p.update(QUICK)
-    unknown = set(overrides) - set(p)
-    if unknown:
-        raise ValueError(f"unknown benchmark parameter(s) {sorted(unknown)}; known: {sorted(p)}")
-    p.update(overrides)
+    p = resolve(DEFAULTS, QUICK, quick, overrides)
     if p["seq"] % p["chunk_len"]:
         raise ValueError(f"seq={p['seq']} must be a multiple of chunk_len={p['chunk_len']}")
     n = p["batch"] * (p["steps"] + 1)

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import pyretro
+from pyretro.benchmarks._params import resolve
 
 DEFAULTS: dict[str, Any] = {
     "tokens": 4_000_000, "vocab": 4096, "chunk_len": 64, "k": 2, "seq": 2048, "batch": 8, "small_seq": 256,
@@ -117,13 +118,7 @@ def _model_step_ms(batch: dict, p: dict, reps: int, device: torch.device) -> tup
 
 def run(device: str = "cpu", quick: bool = False, **overrides: Any) -> list[dict]:
     """``device`` is where the model step runs (the loader always runs on the CPU; with CUDA it pins memory)."""
-    p = dict(DEFAULTS)
-    if quick:
-        p.update(QUICK)
-    unknown = set(overrides) - set(p)
-    if unknown:
-        raise ValueError(f"unknown benchmark parameter(s) {sorted(unknown)}; known: {sorted(p)}")
-    p.update({k: v for k, v in overrides.items() if v is not None})
+    p = resolve(DEFAULTS, QUICK, quick, overrides)
     threads = int(p["threads"])
     old = torch.get_num_threads()
     if threads > 0:

@@ -6,7 +6,6 @@ CNN-DailyMail / XSum-style records need no conversion script.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,25 +41,17 @@ class SummExample:
 
 
 def read_jsonl(path: str | os.PathLike, what: str = "data") -> list[dict[str, Any]]:
-    """One JSON object per non-blank line; errors name the file and the line number."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{what}: no such file: {p}")
+    """One JSON object per non-blank line (``_line`` = its line number); errors name the file and the line."""
+    from pyretro.train.sft_data import read_jsonl as _read
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{what}: no such file: {path}")
     out = []
-    with open(p, encoding="utf-8-sig") as f:  # tolerate a byte-order mark
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{p}:{i}: invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{p}:{i}: expected a JSON object, got {type(rec).__name__}")
-            rec.setdefault("_line", i)
-            out.append(rec)
+    for i, rec in _read(path):
+        rec.setdefault("_line", i)
+        out.append(rec)
     if not out:
-        raise ValueError(f"{what}: {p} holds no records")
+        raise ValueError(f"{what}: {path} holds no records")
     return out
 
 

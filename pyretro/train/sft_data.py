@@ -40,8 +40,8 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line; ``ValueError`` naming ``file:line`` for bad JSON."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such JSONL file")
-    with open(path, encoding="utf-8") as f:
+        raise FileNotFoundError(f"{path}: no such file (JSONL expected)")
+    with open(path, encoding="utf-8-sig") as f:  # tolerate a byte-order mark
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
