@@ -14,13 +14,16 @@ import pytest
 import torch
 from _train_fixtures import PatternDataset, one_thread, tiny_config  # noqa: F401 (autouse fixture)
 
+import pyretro
 from pyretro.errors import ConfigError, MismatchError
 from pyretro.model.io import load
 from pyretro.train.checkpoint import latest_checkpoint, list_checkpoints
 from pyretro.train.logs import read_metrics
 from pyretro.train.loop import train
 
-REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+# the directory pyretro was imported from: the source tree in a dev build, site-packages when installed
+PKG_PARENT = Path(pyretro.__file__).resolve().parents[1]
 
 # dropout on: the resumed run must also restore the RNG streams to match
 RUN = dict(train__steps=8, train__ckpt_interval=2, model__gpt__dropout=0.1)
@@ -44,7 +47,7 @@ def test_resume_after_sigkill_continues_exactly(tmp_path):
     killed_dir = tmp_path / "killed"
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(KILLED.format(run=RUN)))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PKG_PARENT), str(TESTS)])}
     proc = subprocess.run([sys.executable, str(script), str(killed_dir)], env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
