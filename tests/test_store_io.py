@@ -484,3 +484,29 @@ def test_dataloader_worker_processes(tmp_path, rng):
     rows = expected_rows(docs, 8, 16)
     want[ids >= 0] = rows[ids[ids >= 0]]
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("token_dtype_vocab", [1000, 70_000])  # uint16 and uint32 token files
+def test_in_memory_store_gathers_like_the_mapped_one(tmp_path, rng, token_dtype_vocab):
+    docs = random_docs(rng, 30, vocab=token_dtype_vocab)
+    mapped = build(tmp_path / "s", docs, vocab=token_dtype_vocab)
+    ram = ChunkStore.open(mapped.path, in_memory=True, verify=True)
+    assert ram.in_memory and not mapped.in_memory
+    for name in ("tokens", "doc_offsets", "doc_chunks", "chunk_doc"):
+        a, b = getattr(mapped, name), getattr(ram, name)
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+        assert not b.flags.writeable  # a private copy, still read-only to callers
+    ids = rng.integers(-1, len(mapped), (17, 3))
+    for cont in (True, False):
+        for got, want in zip(ram.gather(ids, cont, r=11), mapped.gather(ids, cont, r=11), strict=True):
+            assert np.array_equal(got, want)
+    clone = pickle.loads(pickle.dumps(ram))  # DataLoader workers reopen it in memory too
+    assert clone.in_memory and np.array_equal(clone.gather(ids, r=11)[0], mapped.gather(ids, r=11)[0])
+    with pytest.raises(IndexError):
+        ram.gather(np.array([len(ram)]), r=11)
+
+
+def test_in_memory_open_checks_sizes_like_mmap(good):
+    (good / "tokens.bin").write_bytes((good / "tokens.bin").read_bytes()[:-2])
+    with pytest.raises(StoreError, match="truncated"):
+        ChunkStore.open(good, in_memory=True)

@@ -130,3 +130,25 @@ def test_bad_arguments(kwargs, match):
     args = {"num_entities": 3, "docs_per_entity": 4} | kwargs
     with pytest.raises(ValueError, match=match):
         generate(**args)
+
+
+def test_shared_lead_opens_every_document_of_an_entity_and_the_rest_varies():
+    lead = generate(40, 4, seed=3, shared_lead=4)
+    stock = generate(40, 4, seed=3)
+    assert lead.params["shared_lead"] == 4 and stock.params["shared_lead"] == 0
+    assert [e.facts for e in lead.entities] == [e.facts for e in stock.entities]  # same facts, other wording
+    by_entity: dict[str, list[str]] = {}
+    for d in lead.documents:
+        by_entity.setdefault(d["entity"], []).append(d["text"])
+    ents = {e.id: e for e in lead.entities}
+    for eid, texts in by_entity.items():
+        sents = [re.split(r"(?<=\.) ", t) for t in texts]
+        n = len(sents[0]) - 1
+        common = next(i for i in range(n) if len({tuple(s[: i + 1]) for s in sents}) > 1)
+        assert common >= 5, texts  # the intro and >= 4 fact sentences, identical in every document
+        assert len(set(texts)) == len(texts)  # the remainder still differs between documents
+        for t in texts:  # and every document still states every fact
+            assert all(ents[eid].facts[a] in t for a in ATTRIBUTES)
+    # stock documents of one entity rarely open alike beyond the intro
+    openings = Counter(tuple(re.split(r"(?<=\.) ", d["text"])[1:3]) for d in stock.documents)
+    assert max(openings.values()) < 4

@@ -81,6 +81,15 @@ def test_cli_train_retro_on_stores_then_gpt(tmp_path, db, capsys):
     assert isinstance(load(latest_checkpoint(tmp_path / "gpt") / "model.safetensors"), GPT)
 
 
+def test_cli_db_in_memory_trains_identically(tmp_path, db):
+    losses = []
+    for name, extra in (("mapped", []), ("ram", ["--data.db_in_memory=true"])):
+        out = tmp_path / name
+        assert main(["train", _toml(tmp_path, db, out), *extra]) == 0
+        losses.append([r["loss"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"])
+    assert losses[0] == losses[1] and len(losses[0]) == 3  # same neighbours, read from RAM instead of the map
+
+
 @pytest.mark.parametrize("override, message", [
     ("--model.gpt.vocab_size=100", "vocab_size 300"),  # store tokenizer larger than the model
     ("--data.train_neighbors=[]", "neighbour table"),  # Retro needs neighbours

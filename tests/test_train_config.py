@@ -156,3 +156,27 @@ def test_config_defaults_follow_the_papers():
     assert cfg.optim.betas == [0.9, 0.95] and cfg.optim.min_lr_ratio == 0.1
     assert cfg.sft.gate_off and cfg.sft.answer_only and not cfg.sft.retrieval_on
     assert torch.tensor(cfg.data.seq_len) % cfg.model.retro.chunk_len == 0
+
+
+def test_retrieval_lr_scale_puts_encoder_and_cca_in_their_own_groups():
+    from pyretro.model import RetroConfig, RetroModel
+
+    gpt = GPT(GPTConfig(vocab_size=32, d_model=16, n_layers=2, n_heads=2))
+    model = RetroModel.from_gpt(gpt, RetroConfig(chunk_len=4, encoder_layers=1, cca_layers=(2,)))
+    retrieval = {id(p) for n, p in model.named_parameters() if n.startswith(("encoder.", "cca."))}
+    cfg = OptimSection(lr=1e-2, warmup_steps=2, retrieval_lr_scale=5.0)
+    opt = build_optimizer(model, cfg)
+    for g in opt.param_groups:
+        ids = {id(p) for p in g["params"]}
+        assert ids <= retrieval if g["lr_scale"] == 5.0 else not ids & retrieval
+        assert g["lr"] == pytest.approx(1e-2 * g["lr_scale"])
+        assert g["weight_decay"] == (cfg.weight_decay if all(p.dim() >= 2 for p in g["params"]) else 0.0)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    sched = build_scheduler(opt, cfg, total_steps=10)  # the schedule scales every group alike
+    opt.step()
+    sched.step()
+    assert sorted(g["lr"] for g in opt.param_groups) == pytest.approx(sorted(1e-2 * g["lr_scale"] for g in opt.param_groups))
+    model.decoder.requires_grad_(False)  # RETRO-fitting: only the retrieval groups remain
+    assert {g["lr_scale"] for g in build_optimizer(model, cfg).param_groups} == {5.0}
+    with pytest.raises(ValueError, match="retrieval_lr_scale"):
+        build_optimizer(model, OptimSection(retrieval_lr_scale=0.0))

@@ -176,6 +176,8 @@ def _run(cfg: dict[str, Any], quick: bool) -> list[dict]:
     t_alloc = _time(lambda ids: store.gather(ids, r=r), id_sets[reps + 1:2 * reps + 2], reps)
     t_np = _time(np_gather, id_sets[2 * reps + 2:], reps)
     t_cp = _time(lambda ids: np.copyto(dst, src), id_sets, reps)
+    ram = ChunkStore.open(path, in_memory=True)  # the same store read into RAM (huge pages where available)
+    t_ram = _time(lambda ids: ram.gather(ids, r=r, out=out, out_mask=mask), id_sets[reps + 1:2 * reps + 2], reps)
 
     shape = {"ids": [q, k], "r": r, "chunk_len": cl, "store_tokens": store.num_tokens,
              "store_GB": round(store.tokens.nbytes / 1e9, 3), "token_dtype": store.tokens.dtype.name,
@@ -190,6 +192,8 @@ def _run(cfg: dict[str, Any], quick: bool) -> list[dict]:
         row("gather (out buffers given)", "warm", t_ours, "numpy memmap fancy indexing", t_np),
         row("gather (out buffers given)", "warm", t_ours, "memcpy same bytes", t_cp),
         row("gather (allocating)", "warm", t_alloc, "numpy memmap fancy indexing", t_np),
+        row("gather, store in RAM (in_memory=True)", "in RAM", t_ram, "memcpy same bytes", t_cp),
+        row("gather, store in RAM (in_memory=True)", "in RAM", t_ram, "numpy memmap fancy indexing", t_np),
     ]
     if cold is not None:
         rows.append(row("gather (out buffers given)", "cold, 1 call", cold[0], "numpy memmap fancy indexing",

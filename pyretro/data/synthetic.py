@@ -291,27 +291,43 @@ def _entity(i: int, seed: int, cities: list[str], companies: list[str], heldout_
     )
 
 
-def _document(e: Entity, rng: random.Random, filler: tuple[int, int]) -> str:
+def _fact_sentence(e: Entity, attr: str, rng: random.Random) -> str:
     poss = "His" if e.pronoun == "he" else "Her"
-    sentences = [rng.choice(_INTROS).format(F=e.name)]
+    subj = rng.choice([e.name, e.first, e.pronoun])
+    return rng.choice(_FACT_TEMPLATES[attr]).format(
+        S=subj[0].upper() + subj[1:], s=subj, P=rng.choice([f"{e.name}'s", f"{e.first}'s", poss]),
+        P_low=poss.lower(), a_occupation=_a(e.facts["occupation"]), a_pet=_a(e.facts["pet"]), **e.facts,
+    )
+
+
+def _attribute_order(rng: random.Random) -> list[str]:
     attrs = list(ATTRIBUTES)
     rng.shuffle(attrs)
-    # pet_name reads best after pet; keep the pair in order.
-    attrs.remove("pet_name")
+    attrs.remove("pet_name")  # pet_name reads best right after pet
     attrs.insert(attrs.index("pet") + 1, "pet_name")
-    fact_sents = []
-    for a in attrs:
-        subj = rng.choice([e.name, e.first, e.pronoun])
-        fact_sents.append(
-            rng.choice(_FACT_TEMPLATES[a]).format(
-                S=subj[0].upper() + subj[1:], s=subj, P=rng.choice([f"{e.name}'s", f"{e.first}'s", poss]),
-                P_low=poss.lower(), a_occupation=_a(e.facts["occupation"]), a_pet=_a(e.facts["pet"]),
-                **e.facts,
-            )
-        )
+    return attrs
+
+
+def _lead(e: Entity, seed: int, n_facts: int) -> tuple[list[str], set[str]]:
+    """The entity's canonical opening: an intro and ``n_facts`` fact sentences in one fixed wording and order
+    (extended by one when the cut would split pet / pet_name). Empty when ``n_facts`` is 0."""
+    if n_facts <= 0:
+        return [], set()
+    rng = random.Random(f"pyretro-synthetic-lead-{seed}-{e.index}")
+    order = _attribute_order(rng)
+    n = min(n_facts, len(order))
+    if n < len(order) and order[n - 1] == "pet":
+        n += 1
+    return [rng.choice(_INTROS).format(F=e.name)] + [_fact_sentence(e, a, rng) for a in order[:n]], set(order[:n])
+
+
+def _document(e: Entity, rng: random.Random, filler: tuple[int, int], lead: tuple[list[str], set[str]]) -> str:
+    lead_sents, lead_attrs = lead
+    sentences = list(lead_sents) or [rng.choice(_INTROS).format(F=e.name)]
+    fact_sents = [_fact_sentence(e, a, rng) for a in _attribute_order(rng) if a not in lead_attrs]
     n_fill = rng.randint(*filler)
     for _ in range(n_fill):
-        pos = rng.randint(1, len(fact_sents))
+        pos = rng.randint(0 if lead_sents else 1, len(fact_sents))
         fact_sents.insert(pos, f"{rng.choice(_FILLER_SUBJECTS)} {rng.choice(_FILLER_PREDICATES)}")
     sentences += fact_sents
     return " ".join(sentences)
@@ -333,20 +349,21 @@ def _check(num_entities: int, docs_per_entity: int, eval_docs_per_entity: int, h
 
 def _iter_entities(
     num_entities: int, docs_per_entity: int, seed: int, heldout_fraction: float, eval_docs_per_entity: int,
-    filler: tuple[int, int], num_cities: int, num_companies: int,
+    filler: tuple[int, int], num_cities: int, num_companies: int, shared_lead: int = 0,
 ) -> Iterator[tuple[Entity, list[dict[str, Any]]]]:
     _check(num_entities, docs_per_entity, eval_docs_per_entity, heldout_fraction)
     cities, companies = _make_pools(seed, num_cities, num_companies)
     for i in range(num_entities):
         e = _entity(i, seed, cities, companies, heldout_fraction)
         rng = random.Random(f"pyretro-synthetic-docs-{seed}-{i}")
+        lead = _lead(e, seed, shared_lead)
         docs = []
         for j in range(docs_per_entity):
             if not e.heldout:
                 split = "train"
             else:
                 split = "eval" if j >= docs_per_entity - eval_docs_per_entity else "retrieval"
-            docs.append({"id": f"{e.id}-d{j}", "entity": e.id, "split": split, "text": _document(e, rng, filler)})
+            docs.append({"id": f"{e.id}-d{j}", "entity": e.id, "split": split, "text": _document(e, rng, filler, lead)})
         yield e, docs
 
 
@@ -360,10 +377,12 @@ def iter_documents(
     filler: tuple[int, int] = (1, 3),
     num_cities: int = 200,
     num_companies: int = 150,
+    shared_lead: int = 0,
 ) -> Iterator[dict[str, Any]]:
     """Streams the documents of :func:`generate` (same arguments, same documents) in constant memory."""
     for _, docs in _iter_entities(
-        num_entities, docs_per_entity, seed, heldout_fraction, eval_docs_per_entity, filler, num_cities, num_companies
+        num_entities, docs_per_entity, seed, heldout_fraction, eval_docs_per_entity, filler, num_cities, num_companies,
+        shared_lead,
     ):
         yield from docs
 
@@ -378,6 +397,7 @@ def generate(
     filler: tuple[int, int] = (1, 3),
     num_cities: int = 200,
     num_companies: int = 150,
+    shared_lead: int = 0,
 ) -> SyntheticCorpus:
     """Generates ``num_entities`` entities with ``docs_per_entity`` documents each (~600 bytes per document).
 
@@ -385,10 +405,14 @@ def generate(
     ``eval_docs_per_entity`` are evaluation documents and the others go to the retrieval database only.
     ``filler`` is the (min, max) number of fact-free filler sentences per document. Cities and companies come
     from pools of ``num_cities`` / ``num_companies`` made-up names, so guessing a city has a 1/num_cities prior.
+    ``shared_lead`` > 0 opens every document of an entity with the same canonical lead: an intro and that many
+    fact sentences in one fixed wording and order (the standard biography that articles about a person reuse);
+    the other facts follow in varied wording and order. 0 (the default): every document worded independently.
     """
     entities, documents, qa = [], [], []
     for e, docs in _iter_entities(
-        num_entities, docs_per_entity, seed, heldout_fraction, eval_docs_per_entity, filler, num_cities, num_companies
+        num_entities, docs_per_entity, seed, heldout_fraction, eval_docs_per_entity, filler, num_cities, num_companies,
+        shared_lead,
     ):
         entities.append(e)
         documents.extend(docs)
@@ -407,7 +431,7 @@ def generate(
     params = {
         "num_entities": num_entities, "docs_per_entity": docs_per_entity, "heldout_fraction": heldout_fraction,
         "eval_docs_per_entity": eval_docs_per_entity, "filler": list(filler), "num_cities": num_cities,
-        "num_companies": num_companies,
+        "num_companies": num_companies, "shared_lead": shared_lead,
     }
     return SyntheticCorpus(entities=entities, documents=documents, qa=qa, seed=seed, params=params)
 

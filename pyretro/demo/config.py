@@ -23,6 +23,9 @@ class DemoConfig:
     docs_per_entity: int = 4
     heldout_fraction: float = 0.2
     full_name_share: float = 1.0
+    # fact sentences every document of an entity opens with, in one fixed wording (a canonical biography, as
+    # articles about a person reuse one): the text a Retro neighbour continues in step with; 0 = none
+    shared_lead: int = 7
     # tokenizer / store / retrieval
     vocab_size: int = 2048
     chunk_len: int = 32
@@ -39,12 +42,14 @@ class DemoConfig:
     encoder_layers: int = 1
     encoder_d_model: int | None = 64  # narrower than the decoder: the encoder reads K*r tokens per chunk
     cca_layers: tuple[int, ...] = (3, 4)
+    cca_rotary: bool = True  # positions inside CCA: lets a neighbour's continuation be read in step
+    retrieval_lr_scale: float = 1.0  # LR multiplier of the new encoder + CCA weights in retro-fitting
     # training (steps are optimizer steps of batch_size samples of seq_len tokens)
     batch_size: int = 8
     pretrain_steps: int = 250
     pretrain_lr: float = 2e-3
-    continue_steps: int = 150  # GPT continued pretraining and Retro retro-fitting: the same budget
-    continue_lr: float = 1e-3
+    continue_steps: int = 300  # GPT continued pretraining and Retro retro-fitting: the same budget
+    continue_lr: float = 2e-3
     warmup_steps: int = 20
     eval_interval: int = 25
     eval_batches: int = 8

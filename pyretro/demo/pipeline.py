@@ -24,14 +24,15 @@ from pyretro.demo.stages import StageRunner
 
 # the settings each stage's output depends on, beyond those of the stages it reads (see _stage_key)
 _FIELDS = {
-    "corpus": ("num_entities", "docs_per_entity", "heldout_fraction", "full_name_share", "seed"),
+    "corpus": ("num_entities", "docs_per_entity", "heldout_fraction", "full_name_share", "shared_lead", "seed"),
     "ingest": ("vocab_size", "chunk_len"),
     "retrieval": ("embed_dim", "seq_len", "k_saved"),
     "qa_data": ("qa_passages", "qa_passage_kind", "qa_eval", "neighbor_len"),
     "pretrain_gpt": ("d_model", "n_layers", "n_heads", "batch_size", "pretrain_steps", "pretrain_lr", "warmup_steps",
                      "eval_interval", "eval_batches"),
     "continue_gpt": ("continue_steps", "continue_lr"),
-    "retrofit_retro": ("encoder_layers", "encoder_d_model", "cca_layers", "k_train", "neighbor_len"),
+    "retrofit_retro": ("encoder_layers", "encoder_d_model", "cca_layers", "cca_rotary", "k_train", "neighbor_len",
+                       "retrieval_lr_scale"),
     "sft_gpt": ("sft_steps", "sft_lr", "sft_batch_size", "sft_seq_len"),
     "sft_retro": ("sft_steps", "sft_lr", "sft_batch_size", "sft_seq_len"),
     "eval_ppl": ("k_eval",),
@@ -100,7 +101,8 @@ def run_demo(cfg: DemoConfig, out: str | os.PathLike, *, progress: bool = True,
     m: dict[str, Any] = {}
 
     def corpus() -> dict[str, Any]:
-        c = demo_corpus(cfg.num_entities, cfg.docs_per_entity, cfg.seed, cfg.heldout_fraction, cfg.full_name_share)
+        c = demo_corpus(cfg.num_entities, cfg.docs_per_entity, cfg.seed, cfg.heldout_fraction, cfg.full_name_share,
+                        cfg.shared_lead)
         c.write(corpus_dir)
         return {"entities": len(c.entities), "heldout_entities": sum(e.heldout for e in c.entities),
                 "documents": {s: len(c.split(s)) for s in ("train", "retrieval", "eval")}, "qa": len(c.qa)}

@@ -71,6 +71,22 @@ def _f(v: Any, nd: int = 2) -> str:
     return "—" if v is None else f"{v:.{nd}f}"
 
 
+def _leakage_note(ppl: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+    """Where the gain comes from: the Retro / GPT ratio on all chunks vs on the leakage-filtered ones."""
+    g, r = ppl["gpt"].get("clean_ppl"), ppl["retro"].get("clean_ppl")
+    if not g or not r:
+        return []
+    clean = r / g
+    line = f"Leakage-filtered Retro / GPT = {clean:.3f}."
+    if ppl["ratio_retro_over_gpt"] < clean - 0.02:
+        where = (" (here: the canonical lead that every document about a person shares)"
+                 if cfg.get("shared_lead") else "")
+        line += (f" The gain sits in chunks whose text the database holds nearly verbatim{where}, which Retro reads "
+                 "in step from its neighbours' continuations. Using a neighbour that states the facts in other words "
+                 "takes content matching across texts, which models this small do not learn in a few hundred steps.")
+    return [line, ""]
+
+
 def markdown(m: dict[str, Any], cfg: dict[str, Any], walls: dict[str, tuple[str, float]], png: str) -> str:
     ppl = m["eval_ppl"]
     ratio = ppl["ratio_retro_over_gpt"]
@@ -95,6 +111,7 @@ def markdown(m: dict[str, Any], cfg: dict[str, Any], walls: dict[str, tuple[str,
         f"pretrained GPT ({m['pretrain_gpt']['steps']} steps) for the same {m['continue_gpt']['steps']} steps on the "
         "same training samples. Leakage-filtered: chunks that share >= 8 contiguous tokens with a neighbour of the "
         f"chunk before are dropped ({ppl['retro']['leaky_chunks']} of {ppl['retro']['chunks']} chunks).", "",
+        *_leakage_note(ppl, cfg),
         "## Zero-shot QA on held-out entities (after instruction tuning)", "",
         "| mode | EM % | F1 % | answer NLL (nats/token) | questions |", "|---|---:|---:|---:|---:|",
         *[f"| {k} | {_f(v['em'], 1)} | {_f(v['f1'], 1)} | {_f(v.get('answer_nll'), 3)} | {v['n']} |"
@@ -111,7 +128,10 @@ def markdown(m: dict[str, Any], cfg: dict[str, Any], walls: dict[str, tuple[str,
         "## Data and retrieval", "",
         f"- Corpus: {corpus['entities']} fictional people ({corpus['heldout_entities']} held out), "
         f"{cfg['docs_per_entity']} documents each; every mention spelt as the full name "
-        f"(share {cfg['full_name_share']}).",
+        f"(share {cfg['full_name_share']})" + (
+            f"; each document opens with its entity's canonical lead (an intro and {cfg['shared_lead']} fact sentences, "
+            "worded alike in every document about that person), the rest is worded independently."
+            if cfg.get("shared_lead") else "."),
         *[f"- Store `{n}`: {s['docs']} documents, {s['tokens']} tokens, {s['chunks']} chunks of {cfg['chunk_len']}"
           for n, s in stores.items()],
         f"- Retrieval: {ret['embedder']}, faiss `{ret['index']}`. The first neighbour of a held-out chunk is a "

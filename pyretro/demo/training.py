@@ -34,7 +34,8 @@ def gpt_config(cfg: DemoConfig, vocab_size: int) -> GPTConfig:
 def retro_config(cfg: DemoConfig) -> RetroConfig:
     return RetroConfig(chunk_len=cfg.chunk_len, num_neighbors=cfg.k_train, neighbor_len=cfg.r,
                        encoder_layers=cfg.encoder_layers,
-                       encoder_d_model=cfg.encoder_d_model, cca_layers=tuple(cfg.cca_layers))
+                       encoder_d_model=cfg.encoder_d_model, cca_layers=tuple(cfg.cca_layers),
+                       cca_rotary=cfg.cca_rotary)
 
 
 def _train_config(cfg: DemoConfig, model: nn.Module, run_dir: Path, *, steps: int, lr: float, batch_size: int,
@@ -45,7 +46,8 @@ def _train_config(cfg: DemoConfig, model: nn.Module, run_dir: Path, *, steps: in
         model=ModelSection(kind="retro" if retro else "gpt", gpt=gcfg,
                            retro=copy.deepcopy(model.retro) if retro else retro_config(cfg)),
         data=DataSection(seq_len=seq_len, num_workers=0),
-        optim=OptimSection(lr=lr, warmup_steps=min(cfg.warmup_steps, max(steps // 5, 1))),
+        optim=OptimSection(lr=lr, warmup_steps=min(cfg.warmup_steps, max(steps // 5, 1)),
+                           retrieval_lr_scale=cfg.retrieval_lr_scale if retro else 1.0),
         train=TrainSection(steps=steps, batch_size=batch_size, seed=cfg.seed, device=cfg.device, distributed="none",
                            eval_interval=eval_interval, eval_batches=cfg.eval_batches, log_interval=5,
                            ckpt_interval=max(steps // 4, 10), keep_last_n=1, out_dir=str(run_dir), resume="auto",

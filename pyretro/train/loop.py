@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from pyretro.errors import ConfigError, MismatchError, PyretroError
 from pyretro.model import GPT, RetroModel
+from pyretro.store import ChunkStore
 from pyretro.train import dist as D
 from pyretro.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from pyretro.train.config import TrainConfig
@@ -241,13 +242,21 @@ def build_datasets(cfg: TrainConfig, model: nn.Module, *, sft: bool = False) -> 
     retro = isinstance(model, RetroModel)
     vocab = (model.decoder if retro else model).config.vocab_size
 
+    opened: dict[str, ChunkStore] = {}
+
+    def in_memory_db(path: str) -> ChunkStore:  # one RAM copy shared by every dataset that reads it
+        if path not in opened:
+            opened[path] = ChunkStore.open(path, in_memory=True)
+        return opened[path]
+
     def one(store: str, table: str | None, what: str) -> Any:
         if retro and table is None:
             raise ConfigError(f"{what}: a Retro model needs a neighbour table per store "
                               f"(data.{what.split('[')[0]}_neighbors)")
         kw: dict[str, Any] = {}
         if retro:
-            kw = {"db_store": d.db, "k": model.retro.num_neighbors, "r": model.retro.r}
+            db = in_memory_db(d.db or store) if d.db_in_memory else d.db
+            kw = {"db_store": db, "k": model.retro.num_neighbors, "r": model.retro.r}
         return RetroDataset(store, table if retro else None, seq_len=d.seq_len, vocab_size=vocab, **kw)
 
     if not d.train:

@@ -28,16 +28,28 @@ def _fused_ok(params: list[nn.Parameter], want: bool | None) -> bool:
     return supported if want is None else bool(want)
 
 
+def _is_retrieval_param(name: str) -> bool:
+    """Encoder / CCA parameters of a RetroModel (names as ``named_parameters`` gives them, wrappers included)."""
+    parts = name.split(".")
+    return "encoder" in parts or "cca" in parts
+
+
 def build_optimizer(model: nn.Module, cfg: OptimSection) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters; no weight decay on vectors (norm scales, biases, the gate)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    """AdamW over the trainable parameters; no weight decay on vectors (norm scales, biases, the gate); Retro's
+    encoder + CCA parameters at ``cfg.retrieval_lr_scale`` times the LR (their groups carry ``lr_scale``)."""
+    if cfg.retrieval_lr_scale <= 0:
+        raise ValueError(f"optim.retrieval_lr_scale must be > 0, got {cfg.retrieval_lr_scale}")
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
         raise ValueError("the model has no trainable parameters (everything frozen?)")
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
+    buckets: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    for n, p in named:
+        scale = cfg.retrieval_lr_scale if _is_retrieval_param(n) else 1.0
+        buckets.setdefault((scale, p.dim() >= 2), []).append(p)
+    groups = [{"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0, "lr": cfg.lr * scale,
+               "lr_scale": scale}
+              for (scale, decay), ps in sorted(buckets.items(), key=lambda kv: (kv[0][0] != 1.0, not kv[0][1]))]
+    params = [p for _, p in named]
     fused = _fused_ok(params, cfg.fused)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                              fused=fused or None, foreach=None if fused else True)
