@@ -182,6 +182,31 @@ def test_grouped_query_cca_fused_matches_reference_fwd_bwd(kv_heads):
         torch.testing.assert_close(ga[n], gb[n], rtol=1e-8, atol=1e-10, msg=n)
 
 
+def test_cca_qk_norm_normalizes_query_and_key_heads_and_trains(tmp_path):
+    gpt, model = tiny_retro(cca_qk_norm=True, live=False)
+    tokens, nb = inputs(N=21)
+    with torch.no_grad():  # o starts at zero: the retro-fit still computes its GPT exactly
+        torch.testing.assert_close(model(tokens, nb), gpt(tokens), rtol=1e-10, atol=1e-10)
+    c = model.cca[0]
+    torch.nn.init.normal_(c.o.weight, 0.0, 0.3)
+    enc = torch.randn(3, 2, 5, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    keys = []
+    with torch.no_grad():
+        for scale in (10.0, 1000.0):  # a scaled key projection gives the same keys after the norm
+            w0 = c.kv.weight.clone()
+            c.kv.weight.mul_(scale)
+            keys.append(c.keys_values(enc)[0])
+            c.kv.weight.copy_(w0)
+    k = keys[0]
+    torch.testing.assert_close(keys[1], k, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(k.pow(2).mean(-1), torch.ones_like(k[..., 0]), rtol=1e-4, atol=1e-4)
+    model(tokens, nb).square().mean().backward()
+    assert c.q_norm.weight.grad.abs().sum() > 0 and c.k_norm.weight.grad.abs().sum() > 0
+    save(model, tmp_path / "m.safetensors")
+    back = load(tmp_path / "m.safetensors")
+    assert back.retro.cca_qk_norm and torch.equal(back.cca[0].q_norm.weight, c.q_norm.weight)
+
+
 def test_grouped_query_cca_equals_full_heads_with_repeated_kv_weights():
     """A 2-kv-head CCA == a full-head CCA whose key/value weights repeat each kv head over its group."""
     _, gqa = tiny_retro(cca_kv_heads=2)

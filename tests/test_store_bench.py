@@ -5,8 +5,13 @@ from pyretro.benchmarks.store import numpy_gather, run
 
 def test_benchmark_quick(tmp_path):
     rows = run("cpu", quick=True, cache_dir=str(tmp_path), reps=2, num_queries=16)
-    assert [r["baseline"] for r in rows] == ["numpy memmap fancy indexing", "memcpy same bytes",
-                                             "numpy memmap fancy indexing"]
+    assert [(r["name"], r["baseline"]) for r in rows] == [
+        ("gather (out buffers given)", "numpy memmap fancy indexing"),
+        ("gather (out buffers given)", "memcpy same bytes"),
+        ("gather (allocating)", "numpy memmap fancy indexing"),
+        ("gather, store in RAM (in_memory=True)", "memcpy same bytes"),
+        ("gather, store in RAM (in_memory=True)", "numpy memmap fancy indexing"),
+    ]
     for r in rows:
         assert r["time_ms"] > 0 and r["ratio"] > 0 and r["ids"] == [16, 2] and r["r"] == 128
     assert len(list(tmp_path.iterdir())) == 1  # the store is cached for the next run

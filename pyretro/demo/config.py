@@ -43,7 +43,8 @@ class DemoConfig:
     encoder_d_model: int | None = 64  # narrower than the decoder: the encoder reads K*r tokens per chunk
     cca_layers: tuple[int, ...] = (3, 4)
     cca_rotary: bool = True  # positions inside CCA: lets a neighbour's continuation be read in step
-    retrieval_lr_scale: float = 1.0  # LR multiplier of the new encoder + CCA weights in retro-fitting
+    cca_qk_norm: bool = True  # RMS-normalized CCA queries/keys: keeps a high retrieval LR from collapsing
+    retrieval_lr_scale: float = 10.0  # LR multiplier of the new encoder + CCA weights in retro-fitting (30 diverged)
     # training (steps are optimizer steps of batch_size samples of seq_len tokens)
     batch_size: int = 8
     pretrain_steps: int = 250
@@ -51,6 +52,7 @@ class DemoConfig:
     continue_steps: int = 300  # GPT continued pretraining and Retro retro-fitting: the same budget
     continue_lr: float = 2e-3
     warmup_steps: int = 20
+    continue_warmup_steps: int | None = None  # warmup of continued pretraining / retro-fitting; None = warmup_steps
     eval_interval: int = 25
     eval_batches: int = 8
     # instruction tuning and QA

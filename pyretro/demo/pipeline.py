@@ -30,8 +30,8 @@ _FIELDS = {
     "qa_data": ("qa_passages", "qa_passage_kind", "qa_eval", "neighbor_len"),
     "pretrain_gpt": ("d_model", "n_layers", "n_heads", "batch_size", "pretrain_steps", "pretrain_lr", "warmup_steps",
                      "eval_interval", "eval_batches"),
-    "continue_gpt": ("continue_steps", "continue_lr"),
-    "retrofit_retro": ("encoder_layers", "encoder_d_model", "cca_layers", "cca_rotary", "k_train", "neighbor_len",
+    "continue_gpt": ("continue_steps", "continue_lr", "continue_warmup_steps"),
+    "retrofit_retro": ("encoder_layers", "encoder_d_model", "cca_layers", "cca_rotary", "cca_qk_norm", "k_train", "neighbor_len",
                        "retrieval_lr_scale"),
     "sft_gpt": ("sft_steps", "sft_lr", "sft_batch_size", "sft_seq_len"),
     "sft_retro": ("sft_steps", "sft_lr", "sft_batch_size", "sft_seq_len"),
@@ -128,11 +128,12 @@ def run_demo(cfg: DemoConfig, out: str | os.PathLike, *, progress: bool = True,
         return (RetroDataset(db / "train", db / "nb_train", **k),
                 {"heldout": RetroDataset(db / "eval", db / "nb_eval", **k)})
 
-    def phase(name: str, model_fn, data, val, steps: int, lr: float, sft: bool = False):
+    def phase(name: str, model_fn, data, val, steps: int, lr: float, sft: bool = False, warmup: int | None = None):
         def fn() -> dict[str, Any]:
             fresh_run_dir(runs / name, st.key(name))
             return training.run_phase(cfg, model_fn(), data() if callable(data) else data, val, runs / name,
-                                      models / f"{name}.safetensors", steps=steps, lr=lr, progress=progress, sft=sft)
+                                      models / f"{name}.safetensors", steps=steps, lr=lr, progress=progress, sft=sft,
+                                      warmup=warmup)
         return fn
 
     m["pretrain_gpt"] = st.run("pretrain_gpt", f"pretrain a GPT ({cfg.pretrain_steps} steps)",
@@ -141,11 +142,11 @@ def run_demo(cfg: DemoConfig, out: str | os.PathLike, *, progress: bool = True,
     pre = models / "pretrain_gpt.safetensors"
     m["continue_gpt"] = st.run("continue_gpt", f"continue the GPT ({cfg.continue_steps} steps, the baseline)",
                                phase("continue_gpt", lambda: training.load(pre), gpt_data, gpt_val,
-                                     cfg.continue_steps, cfg.continue_lr))
+                                     cfg.continue_steps, cfg.continue_lr, warmup=cfg.continue_warmup_steps))
     rdata, rval = retro_data()
     m["retrofit_retro"] = st.run("retrofit_retro", f"retro-fit a Retro from it ({cfg.continue_steps} steps)",
                                  phase("retrofit_retro", lambda: training.retrofit(pre, cfg), rdata, rval,
-                                       cfg.continue_steps, cfg.continue_lr))
+                                       cfg.continue_steps, cfg.continue_lr, warmup=cfg.continue_warmup_steps))
     sft_train = lambda: training.sft_data(out / "qa" / "sft_train.jsonl", db / "tokenizer.json", cfg)  # noqa: E731
     m["sft_gpt"] = st.run("sft_gpt", f"instruction-tune the GPT ({cfg.sft_steps} steps)",
                           phase("sft_gpt", lambda: training.load(models / "continue_gpt.safetensors"), sft_train, {},

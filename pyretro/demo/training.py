@@ -35,18 +35,19 @@ def retro_config(cfg: DemoConfig) -> RetroConfig:
     return RetroConfig(chunk_len=cfg.chunk_len, num_neighbors=cfg.k_train, neighbor_len=cfg.r,
                        encoder_layers=cfg.encoder_layers,
                        encoder_d_model=cfg.encoder_d_model, cca_layers=tuple(cfg.cca_layers),
-                       cca_rotary=cfg.cca_rotary)
+                       cca_rotary=cfg.cca_rotary, cca_qk_norm=cfg.cca_qk_norm)
 
 
 def _train_config(cfg: DemoConfig, model: nn.Module, run_dir: Path, *, steps: int, lr: float, batch_size: int,
-                  seq_len: int, progress: bool, eval_interval: int) -> TrainConfig:
+                  seq_len: int, progress: bool, eval_interval: int, warmup: int | None = None) -> TrainConfig:
     retro = isinstance(model, RetroModel)
+    warmup = cfg.warmup_steps if warmup is None else warmup
     gcfg = copy.deepcopy((model.decoder if retro else model).config)
     return TrainConfig(
         model=ModelSection(kind="retro" if retro else "gpt", gpt=gcfg,
                            retro=copy.deepcopy(model.retro) if retro else retro_config(cfg)),
         data=DataSection(seq_len=seq_len, num_workers=0),
-        optim=OptimSection(lr=lr, warmup_steps=min(cfg.warmup_steps, max(steps // 5, 1)),
+        optim=OptimSection(lr=lr, warmup_steps=min(warmup, max(steps // 5, 1)),
                            retrieval_lr_scale=cfg.retrieval_lr_scale if retro else 1.0),
         train=TrainSection(steps=steps, batch_size=batch_size, seed=cfg.seed, device=cfg.device, distributed="none",
                            eval_interval=eval_interval, eval_batches=cfg.eval_batches, log_interval=5,
@@ -56,13 +57,14 @@ def _train_config(cfg: DemoConfig, model: nn.Module, run_dir: Path, *, steps: in
 
 
 def run_phase(cfg: DemoConfig, model: nn.Module, train_data: Any, val_data: dict[str, Any], run_dir: Path,
-              out_model: Path, *, steps: int, lr: float, progress: bool, sft: bool = False) -> dict[str, Any]:
+              out_model: Path, *, steps: int, lr: float, progress: bool, sft: bool = False,
+              warmup: int | None = None) -> dict[str, Any]:
     """Trains ``model`` for ``steps`` (pretraining data or, with ``sft``, instruction data), saves it to
     ``out_model`` and returns the final train loss and the validation curve (step -> metrics)."""
     bs = cfg.sft_batch_size if sft else cfg.batch_size
     seq = cfg.sft_seq_len if sft else cfg.seq_len
     tc = _train_config(cfg, model, run_dir, steps=steps, lr=lr, batch_size=bs, seq_len=seq, progress=progress,
-                       eval_interval=0 if sft else cfg.eval_interval)
+                       eval_interval=0 if sft else cfg.eval_interval, warmup=warmup)
     if sft:
         tc.sft = SFTSection(gate_off=True, answer_only=True, retrieval_on=False)
     res = train(tc, model=model, train_data=train_data, val_data=val_data, sft=sft)

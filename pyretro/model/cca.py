@@ -8,13 +8,14 @@ from torch import Tensor, nn
 
 from pyretro.model import _ops
 from pyretro.model.config import GPTConfig
-from pyretro.model.layers import make_norm
+from pyretro.model.layers import RMSNorm, make_norm
 
 
 class ChunkedCrossAttention(nn.Module):
     """``x + gate * o(CCA(q(norm(x)), kv(E)))``. ``o`` starts at zero: a retro-fitted model starts as its GPT."""
 
-    def __init__(self, gpt: GPTConfig, d_enc: int, chunk_len: int, rotary: bool, kv_heads: int | None = None) -> None:
+    def __init__(self, gpt: GPTConfig, d_enc: int, chunk_len: int, rotary: bool, kv_heads: int | None = None,
+                 qk_norm: bool = False) -> None:
         super().__init__()
         self.n_heads, self.head_dim = gpt.n_heads, gpt.dim_head
         self.n_kv_heads = gpt.n_heads if kv_heads is None else kv_heads  # < n_heads: grouped-query CCA
@@ -24,6 +25,9 @@ class ChunkedCrossAttention(nn.Module):
         self.q = nn.Linear(gpt.d_model, hd, bias=gpt.bias)
         self.kv = nn.Linear(d_enc, 2 * self.n_kv_heads * self.head_dim, bias=gpt.bias)
         self.o = nn.Linear(hd, gpt.d_model, bias=gpt.bias)
+        # per-head RMSNorm of queries and keys (RetroConfig.cca_qk_norm); None = off
+        self.q_norm = RMSNorm(self.head_dim, gpt.norm_eps) if qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, gpt.norm_eps) if qk_norm else None
         self.drop = nn.Dropout(gpt.dropout)
         self.zero_output()
 
@@ -36,6 +40,8 @@ class ChunkedCrossAttention(nn.Module):
         """encoded ``[..., K, r, d_enc]`` -> k, v ``[..., K, r, G, D]`` (G = ``n_kv_heads``)."""
         # unbind: its backward is one stack, where two selects would each zero-fill and copy a full-size grad
         k, v = self.kv(encoded).unflatten(-1, (2, self.n_kv_heads, self.head_dim)).unbind(-3)
+        if self.k_norm is not None:
+            k = self.k_norm(k)
         return k, v
 
     def forward(self, h: Tensor, k: Tensor, v: Tensor, key_mask: Tensor) -> Tensor:
@@ -43,6 +49,8 @@ class ChunkedCrossAttention(nn.Module):
         key_mask ``[B, L, K, r]`` -> ``[B, N, d]`` (before the gate)."""
         B, N, _ = h.shape
         q = self.q(h).view(B, N, self.n_heads, self.head_dim)
+        if self.q_norm is not None:
+            q = self.q_norm(q)
         y = _ops.cca(q, k, v, key_mask, self.chunk_len, rotary=self.rotary, rope_theta=self.theta)
         return self.drop(self.o(y.reshape(B, N, -1)))
 
@@ -54,6 +62,8 @@ class ChunkedCrossAttention(nn.Module):
 
         B = h.shape[0]
         q = self.q(h).view(B, self.n_heads, self.head_dim)
+        if self.q_norm is not None:
+            q = self.q_norm(q)
         q, k, v = q.transpose(0, 1), k.transpose(1, 2), v.transpose(1, 2)  # q [H, B, D], k/v [B, H, KR, D]
         if self.rotary:
             q = rope_neox(q, q_pos, self.theta)  # positions run along dim -2 = the batch rows here

@@ -132,6 +132,9 @@ class RetroConfig:
     # (layer 1 is the first block). None = default_cca_layers(n_layers): 6, 9, 12, ... (or 9, 12, ...).
     cca_layers: tuple[int, ...] | None = None
     cca_rotary: bool = False  # rotary inside CCA (query: index in its attending chunk; key: index in neighbour)
+    # RMS-normalize each CCA query and key head (learnable scale) before the dot product: bounded attention
+    # logits, so the fresh CCA weights of a retro-fit can train at a high LR without saturating the softmax.
+    cca_qk_norm: bool = False
     # Key/value heads of the CCA layers (grouped-query CCA when < n_heads; must divide n_heads). None = n_heads,
     # as Megatron-LM's Retro (its cross-attention rejects grouped-query heads). Fewer heads shrink the CCA
     # key/value projections, which run on all K*r encoded tokens per chunk, and the decode cache.

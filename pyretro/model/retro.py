@@ -44,7 +44,7 @@ class RetroModel(nn.Module):
         self.encoder = RetroEncoder(config, retro)
         self.cca = nn.ModuleList(
             ChunkedCrossAttention(config, self.encoder.d_model, retro.chunk_len, retro.cca_rotary,
-                                  kv_heads=retro.cca_kv_heads)
+                                  kv_heads=retro.cca_kv_heads, qk_norm=retro.cca_qk_norm)
             for _ in self.cca_layers
         )
         self.register_buffer("gate", torch.tensor(float(retro.gate)))
