@@ -139,7 +139,9 @@ def markdown(m: dict[str, Any], cfg: dict[str, Any], walls: dict[str, tuple[str,
         f"(training chunks, with Retro's sample exclusion: {100 * ret['train_top1_same_entity']:.1f}%).",
         f"- Models: GPT d_model {cfg['d_model']}, {cfg['n_layers']} layers; Retro adds a {cfg['encoder_layers']}-layer "
         f"encoder and CCA in layers {cfg['cca_layers']} (chunk {cfg['chunk_len']}, k={cfg['k_train']}, "
-        f"r={cfg['neighbor_len'] or 2 * cfg['chunk_len']}); batch {cfg['batch_size']} x {cfg['seq_len']} tokens.", "",
+        f"r={cfg['neighbor_len'] or 2 * cfg['chunk_len']}; CCA rotary {cfg.get('cca_rotary', False)}, qk-norm "
+        f"{cfg.get('cca_qk_norm', False)}; encoder + CCA trained at {cfg.get('retrieval_lr_scale', 1.0)}x the LR); "
+        f"batch {cfg['batch_size']} x {cfg['seq_len']} tokens.", "",
         "## Wall time", "", "| stage | seconds |", "|---|---:|",
         *[f"| {title} | {w:.1f} |" for title, w in walls.values()], f"| **total** | **{total:.1f}** |", "",
     ]
