@@ -33,6 +33,9 @@ def test_sizes_and_overrides():
     ({"size": "tiny", "seq_len": 70}, "multiple of chunk_len"),
     ({"size": "tiny", "k_train": 9}, "k_saved"),
     ({"size": "tiny", "pretrain_steps": 0}, "pretrain_steps"),
+    ({"size": "tiny", "shared_lead": 10}, "shared_lead"),
+    ({"size": "tiny", "retrieval_lr_scale": 0}, "retrieval_lr_scale"),
+    ({"size": "tiny", "continue_warmup_steps": -1}, "continue_warmup_steps"),
 ])
 def test_bad_settings(kwargs, match):
     with pytest.raises(ConfigError, match=match):

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyretro.data.synthetic import ATTRIBUTES
 from pyretro.errors import ConfigError
 
 
@@ -80,6 +81,12 @@ class DemoConfig:
             raise ConfigError(f"num_entities must be >= 10, got {self.num_entities}")
         if self.qa_passage_kind not in ("document", "chunk"):
             raise ConfigError(f"qa_passage_kind must be 'document' or 'chunk', got {self.qa_passage_kind!r}")
+        if not 0 <= self.shared_lead <= len(ATTRIBUTES):
+            raise ConfigError(f"shared_lead must be in [0, {len(ATTRIBUTES)}] (facts per person), got {self.shared_lead}")
+        if not self.retrieval_lr_scale > 0:
+            raise ConfigError(f"retrieval_lr_scale must be > 0, got {self.retrieval_lr_scale}")
+        if self.continue_warmup_steps is not None and self.continue_warmup_steps < 0:
+            raise ConfigError(f"continue_warmup_steps must be >= 0 or None, got {self.continue_warmup_steps}")
         for name in ("pretrain_steps", "continue_steps", "sft_steps", "qa_eval", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
