@@ -124,6 +124,8 @@ def test_write_jsonl_roundtrip(tmp_path, corpus):
         ({"docs_per_entity": 1}, "docs_per_entity"),
         ({"eval_docs_per_entity": 4}, "eval_docs_per_entity"),
         ({"heldout_fraction": 1.5}, "heldout_fraction"),
+        ({"shared_lead": -1}, "shared_lead"),
+        ({"shared_lead": 10}, "shared_lead"),
     ],
 )
 def test_bad_arguments(kwargs, match):

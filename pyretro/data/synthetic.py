@@ -315,7 +315,7 @@ def _lead(e: Entity, seed: int, n_facts: int) -> tuple[list[str], set[str]]:
         return [], set()
     rng = random.Random(f"pyretro-synthetic-lead-{seed}-{e.index}")
     order = _attribute_order(rng)
-    n = min(n_facts, len(order))
+    n = n_facts  # <= len(order), checked by _check
     if n < len(order) and order[n - 1] == "pet":
         n += 1
     return [rng.choice(_INTROS).format(F=e.name)] + [_fact_sentence(e, a, rng) for a in order[:n]], set(order[:n])
@@ -333,7 +333,8 @@ def _document(e: Entity, rng: random.Random, filler: tuple[int, int], lead: tupl
     return " ".join(sentences)
 
 
-def _check(num_entities: int, docs_per_entity: int, eval_docs_per_entity: int, heldout_fraction: float) -> None:
+def _check(num_entities: int, docs_per_entity: int, eval_docs_per_entity: int, heldout_fraction: float,
+           shared_lead: int = 0) -> None:
     if num_entities < 1:
         raise ValueError(f"num_entities must be >= 1, got {num_entities}")
     if docs_per_entity < 2:
@@ -345,13 +346,15 @@ def _check(num_entities: int, docs_per_entity: int, eval_docs_per_entity: int, h
         )
     if not 0.0 <= heldout_fraction <= 1.0:
         raise ValueError(f"heldout_fraction must be in [0, 1], got {heldout_fraction}")
+    if not 0 <= shared_lead <= len(ATTRIBUTES):
+        raise ValueError(f"shared_lead must be in [0, {len(ATTRIBUTES)}] (facts per entity), got {shared_lead}")
 
 
 def _iter_entities(
     num_entities: int, docs_per_entity: int, seed: int, heldout_fraction: float, eval_docs_per_entity: int,
     filler: tuple[int, int], num_cities: int, num_companies: int, shared_lead: int = 0,
 ) -> Iterator[tuple[Entity, list[dict[str, Any]]]]:
-    _check(num_entities, docs_per_entity, eval_docs_per_entity, heldout_fraction)
+    _check(num_entities, docs_per_entity, eval_docs_per_entity, heldout_fraction, shared_lead)
     cities, companies = _make_pools(seed, num_cities, num_companies)
     for i in range(num_entities):
         e = _entity(i, seed, cities, companies, heldout_fraction)
