@@ -36,6 +36,7 @@ def test_sizes_and_overrides():
     ({"size": "tiny", "shared_lead": 10}, "shared_lead"),
     ({"size": "tiny", "retrieval_lr_scale": 0}, "retrieval_lr_scale"),
     ({"size": "tiny", "continue_warmup_steps": -1}, "continue_warmup_steps"),
+    ({"size": "tiny", "sft_entities": "all"}, "sft_entities"),
 ])
 def test_bad_settings(kwargs, match):
     with pytest.raises(ConfigError, match=match):
@@ -58,6 +59,32 @@ def test_full_names_keep_facts_and_splits():
         assert f["text"].count(e.name) >= p["text"].count(e.name)
     with pytest.raises(ValueError, match="share"):
         spell_full_names(plain, 1.5)
+
+
+def test_qa_files_tune_on_train_or_disjoint_heldout_entities(tmp_path, monkeypatch):
+    from pyretro.demo import qa_data
+
+    qa = demo_corpus(40, 2, seed=1, heldout_fraction=0.3, full_name_share=1.0).qa
+    split = {q["entity"]: q["split"] for q in qa}
+    monkeypatch.setattr(qa_data, "retrieve_documents",
+                        lambda retriever, questions, k: [[f"passage about {q}"] for q in questions])
+
+    def entities(path):
+        return {json.loads(line)["id"].split("-q-")[0] for line in path.read_text().splitlines()}
+
+    for mode in ("train", "heldout"):
+        stats = qa_data.build_qa_files(qa, None, tmp_path / mode, passages=1, r=8, n_eval=1000, seed=0,
+                                       sft_entities=mode)
+        tune, ev = entities(tmp_path / mode / "sft_train.jsonl"), entities(tmp_path / mode / "qa_eval.jsonl")
+        assert stats["sft_entities"] == mode and stats["sft_train"]["entities"] == len(tune)
+        assert tune and ev and not tune & ev
+        assert {split[e] for e in ev} == {"heldout"}
+        assert {split[e] for e in tune} == {"train" if mode == "train" else "heldout"}
+        if mode == "heldout":  # the held-out people split in two halves
+            assert tune | ev == {e for e, s in split.items() if s == "heldout"}
+            assert abs(len(tune) - len(ev)) <= 1
+    with pytest.raises(ValueError, match="sft_entities"):
+        qa_data.build_qa_files(qa, None, tmp_path / "x", passages=1, r=8, n_eval=5, seed=0, sft_entities="all")
 
 
 def test_partial_share_is_seeded():

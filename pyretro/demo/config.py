@@ -53,7 +53,9 @@ class DemoConfig:
     continue_steps: int = 300  # GPT continued pretraining and Retro retro-fitting: the same budget
     continue_lr: float = 2e-3
     warmup_steps: int = 20
-    continue_warmup_steps: int | None = None  # warmup of continued pretraining / retro-fitting; None = warmup_steps
+    # warmup of continued pretraining / retro-fitting (None = warmup_steps; at most a fifth of the steps): a slow
+    # start lets the fresh CCA of the retro-fit catch on more reliably across seeds (docs/demo.md)
+    continue_warmup_steps: int | None = 60
     eval_interval: int = 25
     eval_batches: int = 8
     # instruction tuning and QA
@@ -63,6 +65,9 @@ class DemoConfig:
     sft_seq_len: int = 320
     qa_passages: int = 1  # retrieved passages in the prompt
     qa_passage_kind: str = "document"  # the documents of the top chunks, or "chunk": chunk + continuation
+    # whose questions instruction-tune the models: "heldout" = half of the held-out entities (facts never trained
+    # on: only reading the passage answers them), "train" = the training entities (answerable from memory too)
+    sft_entities: str = "heldout"
     qa_eval: int = 120  # held-out questions evaluated per mode
     qa_max_new_tokens: int = 12
     examples: int = 4  # answers generated with re-retrieval and shown in the report
@@ -81,6 +86,8 @@ class DemoConfig:
             raise ConfigError(f"num_entities must be >= 10, got {self.num_entities}")
         if self.qa_passage_kind not in ("document", "chunk"):
             raise ConfigError(f"qa_passage_kind must be 'document' or 'chunk', got {self.qa_passage_kind!r}")
+        if self.sft_entities not in ("train", "heldout"):
+            raise ConfigError(f"sft_entities must be 'train' or 'heldout', got {self.sft_entities!r}")
         if not 0 <= self.shared_lead <= len(ATTRIBUTES):
             raise ConfigError(f"shared_lead must be in [0, {len(ATTRIBUTES)}] (facts per person), got {self.shared_lead}")
         if not self.retrieval_lr_scale > 0:
@@ -112,7 +119,8 @@ SIZES: dict[str, dict[str, Any]] = {
     "small": {},
     "base": dict(num_entities=4000, vocab_size=4096, seq_len=512, d_model=384, n_layers=8, n_heads=6,
                  encoder_layers=2, encoder_d_model=192, cca_layers=(5, 8), batch_size=32, pretrain_steps=3000, continue_steps=1500,
-                 pretrain_lr=1e-3, continue_lr=5e-4, warmup_steps=100, eval_interval=250, eval_batches=20,
+                 pretrain_lr=1e-3, continue_lr=5e-4, warmup_steps=100, continue_warmup_steps=300,
+                 eval_interval=250, eval_batches=20,
                  sft_steps=400, sft_batch_size=32, qa_eval=500, examples=6),
 }
 

@@ -27,7 +27,7 @@ _FIELDS = {
     "corpus": ("num_entities", "docs_per_entity", "heldout_fraction", "full_name_share", "shared_lead", "seed"),
     "ingest": ("vocab_size", "chunk_len"),
     "retrieval": ("embed_dim", "seq_len", "k_saved"),
-    "qa_data": ("qa_passages", "qa_passage_kind", "qa_eval", "neighbor_len"),
+    "qa_data": ("qa_passages", "qa_passage_kind", "qa_eval", "neighbor_len", "sft_entities"),
     "pretrain_gpt": ("d_model", "n_layers", "n_heads", "batch_size", "pretrain_steps", "pretrain_lr", "warmup_steps",
                      "eval_interval", "eval_batches"),
     "continue_gpt": ("continue_steps", "continue_lr", "continue_warmup_steps"),
@@ -116,7 +116,8 @@ def run_demo(cfg: DemoConfig, out: str | os.PathLike, *, progress: bool = True,
     def qa_data() -> dict[str, Any]:
         qa = database.read_jsonl(corpus_dir / "qa.jsonl")
         return build_qa_files(qa, database.open_retriever(db, cfg.embed_dim), out / "qa", passages=cfg.qa_passages,
-                              r=cfg.r, n_eval=cfg.qa_eval, seed=cfg.seed, kind=cfg.qa_passage_kind)
+                              r=cfg.r, n_eval=cfg.qa_eval, seed=cfg.seed, kind=cfg.qa_passage_kind,
+                              sft_entities=cfg.sft_entities)
     m["qa_data"] = st.run("qa_data", "QA data: retrieve context passages for every question", qa_data)
 
     vocab = json.loads((db / "database" / "header.json").read_text())["vocab_size"]

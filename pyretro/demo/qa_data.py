@@ -2,9 +2,9 @@
 
 Each question is a query to the retrieval database; the documents of its nearest chunks (``kind="document"``)
 or the chunks themselves with their continuation (``"chunk"``: r tokens, the windows Retro's encoder reads)
-become the context. Training entities' questions
-are the instruction-tuning set, held-out entities' questions the evaluation set (their answers are only in
-the database)."""
+become the context. Held-out entities' questions are the evaluation set (their answers are only in the
+database); the instruction-tuning set is the training entities' questions or those of the other held-out
+entities (``sft_entities``)."""
 
 from __future__ import annotations
 
@@ -50,13 +50,30 @@ def retrieve_documents(retriever: Retriever, questions: list[str], k: int) -> li
     return out
 
 
+def _entity(record: dict[str, Any]) -> str:
+    return record.get("entity") or record["id"].split("-q-")[0]
+
+
 def build_qa_files(qa: list[dict[str, Any]], retriever: Retriever, out_dir: Path, *, passages: int, r: int,
-                   n_eval: int, seed: int, kind: str = "document") -> dict[str, Any]:
-    """Writes ``sft_train.jsonl`` (training entities) and ``qa_eval.jsonl`` (``n_eval`` held-out questions, a
-    seeded sample), each record ``{id, question, answers, context}``; returns counts and context recall (the
-    share of questions whose passages contain the answer: an upper bound on exact match)."""
+                   n_eval: int, seed: int, kind: str = "document", sft_entities: str = "train") -> dict[str, Any]:
+    """Writes ``sft_train.jsonl`` and ``qa_eval.jsonl`` (``n_eval`` held-out questions, a seeded sample), each
+    record ``{id, question, answers, context}``; returns counts and context recall (the share of questions whose
+    passages contain the answer: an upper bound on exact match).
+
+    ``sft_entities``: whose questions tune the models. ``"train"``: the training entities (their facts were in
+    pretraining, so an answer can come from memory as well as from the passage). ``"heldout"``: half of the
+    held-out entities, seeded, the other half being the evaluation's: facts the models never trained on, so only
+    reading the passage helps (InstructRetro's blend is mostly such context-grounded reading data)."""
+    if sft_entities not in ("train", "heldout"):
+        raise ValueError(f"sft_entities must be 'train' or 'heldout', got {sft_entities!r}")
     train = [q for q in qa if q["split"] == "train"]
     held = [q for q in qa if q["split"] == "heldout"]
+    if sft_entities == "heldout":
+        ents = sorted({_entity(q) for q in held})
+        random.Random(f"{seed}-sft-entities").shuffle(ents)
+        tune = set(ents[: len(ents) // 2])
+        train = [q for q in held if _entity(q) in tune]
+        held = [q for q in held if _entity(q) not in tune]
     random.Random(seed).shuffle(held)
     held = held[:n_eval]
     stats: dict[str, Any] = {}
@@ -70,5 +87,7 @@ def build_qa_files(qa: list[dict[str, Any]], retriever: Retriever, out_dir: Path
                  "attribute": q["attribute"]} for q, c in zip(recs, ctx, strict=True)]
         write_jsonl(out_dir / f"{name}.jsonl", rows)
         hit = [any(q["answers"][0] in p for p in c) for q, c in zip(recs, ctx, strict=True)]
-        stats[name] = {"questions": len(rows), "context_recall": float(np.mean(hit)) if hit else 0.0}
+        stats[name] = {"questions": len(rows), "context_recall": float(np.mean(hit)) if hit else 0.0,
+                       "entities": len({_entity(q) for q in recs})}
+    stats["sft_entities"] = sft_entities
     return stats

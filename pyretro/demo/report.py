@@ -71,6 +71,15 @@ def _f(v: Any, nd: int = 2) -> str:
     return "—" if v is None else f"{v:.{nd}f}"
 
 
+def _sft_note(qa_data: dict[str, Any], cfg: dict[str, Any]) -> str:
+    sft = qa_data.get("sft_train", {})
+    n = f"{sft.get('questions', '?')} questions about {sft.get('entities', '?')} people"
+    if qa_data.get("sft_entities", cfg.get("sft_entities")) == "heldout":
+        return (f"Instruction tuning: {cfg['sft_steps']} steps on {n} held out like the evaluation's (never trained "
+                "on, disjoint from them), so only the passage holds their answers.")
+    return f"Instruction tuning: {cfg['sft_steps']} steps on {n} of the training set (answerable from memory too)."
+
+
 def _leakage_note(ppl: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
     """Where the gain comes from: the Retro / GPT ratio on all chunks vs on the leakage-filtered ones."""
     g, r = ppl["gpt"].get("clean_ppl"), ppl["retro"].get("clean_ppl")
@@ -121,7 +130,7 @@ def markdown(m: dict[str, Any], cfg: dict[str, Any], walls: dict[str, tuple[str,
         "`gpt (closed-book)`: no retrieval at all. `gpt`: the retrieved passages in the prompt. `retro`: in the prompt "
         "and as encoder neighbours. `retro-decoder`: in the prompt, encoder ablated (InstructRetro's decoder alone). "
         f"The passages contain the answer for {100 * m['qa_data']['qa_eval']['context_recall']:.0f}% of the questions "
-        "(an upper bound on EM).", "",
+        "(an upper bound on EM). " + _sft_note(m["qa_data"], cfg), "",
         "### Answers generated with re-retrieval (Retro, neighbours retrieved at every completed chunk)", "",
         *[f"- Q: {e['question']} → **{e['prediction'] or '(empty)'}** (reference: {e['answers'][0]})"
           for e in m["examples"]["examples"]], "",
