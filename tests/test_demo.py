@@ -85,6 +85,9 @@ def test_qa_files_tune_on_train_or_disjoint_heldout_entities(tmp_path, monkeypat
             assert abs(len(tune) - len(ev)) <= 1
     with pytest.raises(ValueError, match="sft_entities"):
         qa_data.build_qa_files(qa, None, tmp_path / "x", passages=1, r=8, n_eval=5, seed=0, sft_entities="all")
+    one = [q for q in qa if q["split"] == "train" or q["entity"] == next(e for e, s in split.items() if s == "heldout")]
+    with pytest.raises(ValueError, match="held-out people in two, but there are 1"):
+        qa_data.build_qa_files(one, None, tmp_path / "y", passages=1, r=8, n_eval=5, seed=0, sft_entities="heldout")
 
 
 def test_partial_share_is_seeded():

@@ -70,6 +70,9 @@ def build_qa_files(qa: list[dict[str, Any]], retriever: Retriever, out_dir: Path
     held = [q for q in qa if q["split"] == "heldout"]
     if sft_entities == "heldout":
         ents = sorted({_entity(q) for q in held})
+        if len(ents) < 2:
+            raise ValueError(f"sft_entities='heldout' splits the held-out people in two, but there are {len(ents)}: "
+                             "raise heldout_fraction or num_entities, or use sft_entities='train'")
         random.Random(f"{seed}-sft-entities").shuffle(ents)
         tune = set(ents[: len(ents) // 2])
         train = [q for q in held if _entity(q) in tune]
