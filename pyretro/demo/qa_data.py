@@ -50,10 +50,6 @@ def retrieve_documents(retriever: Retriever, questions: list[str], k: int) -> li
     return out
 
 
-def _entity(record: dict[str, Any]) -> str:
-    return record.get("entity") or record["id"].split("-q-")[0]
-
-
 def build_qa_files(qa: list[dict[str, Any]], retriever: Retriever, out_dir: Path, *, passages: int, r: int,
                    n_eval: int, seed: int, kind: str = "document", sft_entities: str = "train") -> dict[str, Any]:
     """Writes ``sft_train.jsonl`` and ``qa_eval.jsonl`` (``n_eval`` held-out questions, a seeded sample), each
@@ -69,14 +65,14 @@ def build_qa_files(qa: list[dict[str, Any]], retriever: Retriever, out_dir: Path
     train = [q for q in qa if q["split"] == "train"]
     held = [q for q in qa if q["split"] == "heldout"]
     if sft_entities == "heldout":
-        ents = sorted({_entity(q) for q in held})
+        ents = sorted({q["entity"] for q in held})
         if len(ents) < 2:
             raise ValueError(f"sft_entities='heldout' splits the held-out people in two, but there are {len(ents)}: "
                              "raise heldout_fraction or num_entities, or use sft_entities='train'")
         random.Random(f"{seed}-sft-entities").shuffle(ents)
         tune = set(ents[: len(ents) // 2])
-        train = [q for q in held if _entity(q) in tune]
-        held = [q for q in held if _entity(q) not in tune]
+        train = [q for q in held if q["entity"] in tune]
+        held = [q for q in held if q["entity"] not in tune]
     random.Random(seed).shuffle(held)
     held = held[:n_eval]
     stats: dict[str, Any] = {}
@@ -91,6 +87,6 @@ def build_qa_files(qa: list[dict[str, Any]], retriever: Retriever, out_dir: Path
         write_jsonl(out_dir / f"{name}.jsonl", rows)
         hit = [any(q["answers"][0] in p for p in c) for q, c in zip(recs, ctx, strict=True)]
         stats[name] = {"questions": len(rows), "context_recall": float(np.mean(hit)) if hit else 0.0,
-                       "entities": len({_entity(q) for q in recs})}
+                       "entities": len({q["entity"] for q in recs})}
     stats["sft_entities"] = sft_entities
     return stats
