@@ -1,5 +1,5 @@
 """Chunked cross-attention benchmark: python bench/bench_cca.py [--device cuda] [--dtype bfloat16] [--quick]
-(logic in pyretro/benchmarks/cca.py)."""
+[--bias 0] (logic in pyretro/benchmarks/cca.py; --bias 0 skips the position-bias rows)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--quick", action="store_true", help="short sequence, few repetitions (smoke test)")
     p.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16 (CUDA default), float16")
-    for key in ("B", "N", "chunk_len", "K", "R", "H", "D", "reps"):
+    for key in ("B", "N", "chunk_len", "K", "R", "H", "D", "reps", "bias"):
         p.add_argument(f"--{key}", type=int, default=None)
     a = vars(p.parse_args())
     device, quick = a.pop("device"), a.pop("quick")

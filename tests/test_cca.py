@@ -41,7 +41,7 @@ def make(shape, dtype=torch.float64, device="cpu", p_valid=0.7, seed=0, kv_heads
     return [t.to(device=device, dtype=dtype) for t in (q, k, v)] + [m.to(device), go.to(device=device, dtype=dtype)]
 
 
-def naive(q, k, v, m, C, rotary, scale=None):
+def naive(q, k, v, m, C, rotary, scale=None, bias=None):
     """Per-token loop straight from the definition: the reference's own check."""
     B, N, H, D = q.shape
     K, R, G = k.shape[2], k.shape[3], k.shape[4]
@@ -59,6 +59,8 @@ def naive(q, k, v, m, C, rotary, scale=None):
                     kk = rope_neox(kk, torch.arange(R).repeat(K), 1e4)
                 if mm.any():
                     s = (kk @ qq) * scale
+                    if bias is not None:  # query index pos in its chunk, key position r of every neighbour
+                        s = s + bias[h, pos].repeat(K)
                     s[~mm] = -math.inf
                     out[b, t, h] = torch.softmax(s, 0) @ vv
     return out
@@ -66,30 +68,47 @@ def naive(q, k, v, m, C, rotary, scale=None):
 
 @pytest.mark.parametrize("rotary", [False, True])
 @pytest.mark.parametrize("kv_heads", [None, 1, 2])
-def test_reference_matches_definition(rotary, kv_heads):
-    q, k, v, m, _ = make((2, 11, 4, 8, 4, 2, 3), kv_heads=kv_heads)
-    torch.testing.assert_close(ref(q, k, v, m, 4, rotary=rotary, scale=0.3), naive(q, k, v, m, 4, rotary, 0.3))
+@pytest.mark.parametrize("bias", [False, True])
+def test_reference_matches_definition(rotary, kv_heads, bias):
+    shape = (2, 11, 4, 8, 4, 2, 3)
+    q, k, v, m, _ = make(shape, kv_heads=kv_heads)
+    b = make_bias(shape) if bias else None
+    torch.testing.assert_close(ref(q, k, v, m, 4, rotary=rotary, scale=0.3, bias=b),
+                               naive(q, k, v, m, 4, rotary, 0.3, bias=b))
 
 
-def _fwd_bwd(fn, q, k, v, m, go, C, **kw):
+def _fwd_bwd(fn, q, k, v, m, go, C, bias=None, **kw):
     q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
+    if bias is not None:
+        bias = bias.detach().requires_grad_()
+        kw["bias"] = bias
     out = fn(q, k, v, m, C, **kw)
     out.backward(go)
-    return [out.detach(), q.grad, k.grad, v.grad]
+    return [out.detach(), q.grad, k.grad, v.grad] + ([] if bias is None else [bias.grad])
 
 
-def _check_vs_gold(shape, dtype, device="cpu", rotary=False, scale=None, seed=0, kv_heads=None):
+def make_bias(shape, seed=0):
+    """A random position bias [H, chunk_len, R] (float64), a few units wide like a trained one."""
+    _, _, H, _, C, _, R = shape
+    return 2 * torch.randn(H, C, R, generator=torch.Generator().manual_seed(seed + 100), dtype=torch.float64)
+
+
+def _check_vs_gold(shape, dtype, device="cpu", rotary=False, scale=None, seed=0, kv_heads=None, bias=False):
     q, k, v, m, go = make(shape, seed=seed, kv_heads=kv_heads)
     assert _cca_lib.fused_available(q.to(device)), "fused kernels not built: the reference would be tested"
     C = shape[4]
     kw = dict(rotary=rotary, scale=scale)
-    gold = _fwd_bwd(ref, q, k, v, m, go, C, **kw)
+    b64 = make_bias(shape, seed) if bias else None
+    gold = _fwd_bwd(ref, q, k, v, m, go, C, bias=b64, **kw)
     low = [t.to(device=device, dtype=dtype) for t in (q, k, v)]
     m_dev, go_dev = m.to(device), go.to(device=device, dtype=dtype)
-    fused = _fwd_bwd(cca, *low, m_dev, go_dev, C, **kw)
-    same = _fwd_bwd(ref, *low, m_dev, go_dev, C, **kw)
-    for name, f, s, g in zip(("out", "dq", "dk", "dv"), fused, same, gold, strict=True):
-        assert f.dtype == dtype and f.shape == g.shape, name
+    # the op takes the bias in any float dtype (it computes in float32); the same-dtype reference in q's
+    b_low = None if b64 is None else b64.to(device=device, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+    fused = _fwd_bwd(cca, *low, m_dev, go_dev, C, bias=b_low, **kw)
+    same = _fwd_bwd(ref, *low, m_dev, go_dev, C, bias=None if b64 is None else b64.to(device=device, dtype=dtype), **kw)
+    names = ("out", "dq", "dk", "dv", "dbias")[: len(gold)]
+    for name, f, s, g in zip(names, fused, same, gold, strict=True):
+        assert f.dtype == (b_low.dtype if name == "dbias" else dtype) and f.shape == g.shape, name
         assert torch.isfinite(f).all(), name
         err = (f.double().cpu() - g).abs().max().item()
         base = (s.double().cpu() - g).abs().max().item()
@@ -126,6 +145,46 @@ def test_cpu_grouped_query_matches_reference(case, dtype):
 def test_cpu_grouped_query_every_isa(monkeypatch, isa):
     monkeypatch.setenv("PYRETRO_CCA_CPU_ISA", isa)
     _check_vs_gold((2, 37, 4, 64, 8, 3, 5), torch.float32, rotary=True, kv_heads=2)
+
+
+# Position bias (RetroConfig.cca_position_bias): every dtype, grouped-query heads, tile-crossing shapes.
+BIAS_SHAPES = [(2, 37, 3, 64, 8, 3, 5), (1, 230, 2, 16, 100, 2, 90), (3, 9, 1, 6, 4, 2, 3)]
+
+
+@pytest.mark.parametrize("shape", BIAS_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_cpu_position_bias_matches_reference(shape, dtype):
+    _check_vs_gold(shape, dtype, rotary=shape[3] % 2 == 0, seed=3, bias=True)
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_cpu_position_bias_every_isa(monkeypatch, isa):
+    monkeypatch.setenv("PYRETRO_CCA_CPU_ISA", isa)
+    _check_vs_gold((2, 37, 4, 32, 8, 3, 5), torch.float32, rotary=True, kv_heads=2, bias=True)
+    _check_vs_gold((1, 20, 2, 40, 5, 2, 70), torch.float64, bias=True)
+
+
+def test_position_bias_semantics():
+    """A per-row constant bias changes nothing (softmax shift); a huge bias on one position selects it."""
+    q, k, v, m, _ = make((2, 19, 2, 8, 4, 1, 3), dtype=torch.float32)
+    m[:] = True
+    base = cca(q, k, v, m, 4)
+    row_const = torch.randn(2, 4, 1).expand(2, 4, 3)
+    torch.testing.assert_close(cca(q, k, v, m, 4, bias=row_const), base)
+    pick = torch.zeros(2, 4, 3)
+    pick[:, :, 1] = 60.0  # position 1 of the (single) neighbour: the output is its value there
+    out = cca(q, k, v, m, 4, bias=pick)
+    want = v[:, :, 0, 1]  # [B, L, H, D]
+    t = torch.arange(3, 19)
+    torch.testing.assert_close(out[:, t], want[:, (t - 3) // 4], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(out, base, atol=1e-2)
+
+
+def test_position_bias_gradcheck_float64():
+    q, k, v, m, _ = make((2, 13, 2, 6, 4, 2, 3))
+    b = make_bias((2, 13, 2, 6, 4, 2, 3)).requires_grad_()
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    assert torch.autograd.gradcheck(lambda a, bb, c, d: cca(a, bb, c, m, 4, rotary=True, bias=d), (q, k, v, b))
 
 
 def test_grouped_query_equals_expanded_heads():
@@ -190,6 +249,10 @@ def test_opcheck():
     go = torch.randn_like(out)
     args = (go, q.detach(), k.detach(), v.detach(), m, out.detach(), lse, 4, 0.35, True, 10000.0)
     torch.library.opcheck(torch.ops.pyretro.cca_bwd.default, args)
+    bias = torch.randn(2, 4, 3, requires_grad=True)
+    torch.library.opcheck(torch.ops.pyretro.cca_fwd.default, (q, k, v, m, 4, 0.35, True, 10000.0, bias))
+    out, lse = torch.ops.pyretro.cca_fwd(q, k, v, m, 4, 0.35, True, 10000.0, bias)
+    torch.library.opcheck(torch.ops.pyretro.cca_bwd.default, (*args[:5], out.detach(), lse, *args[7:], bias.detach()))
 
 
 class _Block(torch.nn.Module):
@@ -220,6 +283,21 @@ def test_torch_compile(backend):
     out.sum().backward()
     torch.testing.assert_close(out, eager)
     torch.testing.assert_close(mod.wq.weight.grad, g_eager)
+
+
+def test_torch_compile_position_bias():
+    """The bias is a graph input with a gradient through the compiled op (aot_eager)."""
+    q, k, v, m, _ = make((2, 19, 2, 8, 4, 2, 3), dtype=torch.float32)
+    bias = torch.randn(2, 4, 3, requires_grad=True)
+    f = torch.compile(lambda a, b: cca(a, k, v, m, 4, rotary=True, bias=b), backend="aot_eager", fullgraph=True)
+    q.requires_grad_()
+    out = f(q, bias)
+    (gq, gb) = torch.autograd.grad(out.square().sum(), (q, bias))
+    want = ref(q, k, v, m, 4, rotary=True, bias=bias)
+    (wq, wb) = torch.autograd.grad(want.square().sum(), (q, bias))
+    torch.testing.assert_close(out, want)
+    torch.testing.assert_close(gb, wb)
+    torch.testing.assert_close(gq, wq)
 
 
 def test_autocast_cpu_casts_to_bf16():
@@ -269,6 +347,21 @@ def test_bad_input(over, exc, match):
         cca(**_bad(**over))
 
 
+@pytest.mark.parametrize(
+    "bias, exc, match",
+    [
+        (torch.zeros(2, 4, 4), ValueError, "bias shape"),
+        (torch.zeros(2, 3, 3), ValueError, "bias shape"),
+        (torch.zeros(2, 4, 3, dtype=torch.int64), TypeError, "bias dtype"),
+        (torch.zeros(2, 4, 3, device="meta"), ValueError, "bias is on"),
+        ([[0.0]], TypeError, "bias must be"),
+    ],
+)
+def test_bad_bias(bias, exc, match):
+    with pytest.raises(exc, match=match):
+        cca(**_bad(), bias=bias)
+
+
 def test_bad_scalar_args():
     with pytest.raises(ValueError, match="scale"):
         cca(**_bad(), scale=float("nan"))
@@ -295,6 +388,10 @@ def test_core_rejects_bad_views():
     q3 = torch.zeros(2, 10, 3, 8)
     with pytest.raises(ValueError, match="key/value heads do not divide"):
         torch.ops.pyretro.cca_fwd(q3, k, v, m, 4, 0.3, False, 1e4)
+    with pytest.raises(ValueError, match="bias: .*dimension 2"):
+        torch.ops.pyretro.cca_fwd(q, k, v, m, 4, 0.3, False, 1e4, torch.zeros(2, 4, 5))
+    with pytest.raises(TypeError, match="bias"):
+        torch.ops.pyretro.cca_fwd(q, k, v, m, 4, 0.3, False, 1e4, torch.zeros(2, 4, 3, dtype=torch.float64))
 
 
 # ---- CUDA (skipped without a GPU and a CUDA build) -------------------------------------------------------
@@ -331,6 +428,21 @@ def test_cuda_tc_variant_matches_reference(monkeypatch, shape, dtype):
 def test_cuda_grouped_query_matches_reference(dtype):
     _check_vs_gold((2, 130, 4, 64, 64, 2, 128), dtype, device="cuda", rotary=True, kv_heads=2)
     _check_vs_gold((1, 77, 3, 32, 16, 3, 45), dtype, device="cuda", kv_heads=1)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_cuda_position_bias_matches_reference(dtype):
+    _check_vs_gold((2, 130, 2, 64, 64, 2, 128), dtype, device="cuda", rotary=True, bias=True)
+    _check_vs_gold((1, 230, 2, 64, 100, 2, 20), dtype, device="cuda", bias=True)  # several row blocks
+    _check_vs_gold((2, 50, 4, 32, 8, 4, 13), dtype, device="cuda", kv_heads=2, bias=True)
+
+
+@pytest.mark.cuda
+def test_cuda_position_bias_tc_variant_falls_back(monkeypatch):
+    """The tc forward has no bias: with one, the portable kernel must run (same results)."""
+    monkeypatch.setenv("PYRETRO_CCA_CUDA_VARIANT", "tc")
+    _check_vs_gold((2, 130, 2, 64, 64, 2, 128), torch.bfloat16, device="cuda", rotary=True, bias=True)
 
 
 @pytest.mark.cuda

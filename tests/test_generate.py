@@ -13,13 +13,14 @@ V = 53
 M = 4  # chunk length
 
 
-def models(seed=0, cca_rotary=False, cca_kv_heads=None, cca_qk_norm=False):
+def models(seed=0, cca_rotary=False, cca_kv_heads=None, cca_qk_norm=False, cca_position_bias=None):
     torch.manual_seed(seed)
     gpt = GPT(GPTConfig(vocab_size=V, d_model=32, n_layers=4, n_heads=4, n_kv_heads=2, rotary_fraction=0.5,
                         max_seq_len=128)).double().eval()
     model = RetroModel.from_gpt(gpt, RetroConfig(chunk_len=M, neighbor_len=6, cca_layers=(2, 3),
                                                  encoder_d_model=16, encoder_heads=2, cca_rotary=cca_rotary,
-                                                 cca_kv_heads=cca_kv_heads, cca_qk_norm=cca_qk_norm)).eval()
+                                                 cca_kv_heads=cca_kv_heads, cca_qk_norm=cca_qk_norm,
+                                                 cca_position_bias=cca_position_bias)).eval()
     for c in model.cca:
         torch.nn.init.normal_(c.o.weight, 0.0, 0.3)
     return gpt, model
@@ -43,14 +44,18 @@ class Retriever:
 PROMPTS = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], [5, 4, 5, 4, 5, 4, 5, 4, 5, 4], [11, 12, 13, 14]]
 
 
-@pytest.mark.parametrize("rotary, kv_heads, qk_norm", [(False, None, False), (True, None, False), (True, 2, False),
-                                                      (True, 2, True)])
-def test_cached_logits_equal_full_recompute_with_re_retrieval(rotary, kv_heads, qk_norm):
-    _, model = models(cca_rotary=rotary, cca_kv_heads=kv_heads, cca_qk_norm=qk_norm)
+@pytest.mark.parametrize("rotary, kv_heads, qk_norm, pos_bias", [
+    (False, None, False, None), (True, None, False, None), (True, 2, False, None), (True, 2, True, None),
+    (False, None, False, 3.0), (True, 2, True, 3.0)])
+def test_cached_logits_equal_full_recompute_with_re_retrieval(rotary, kv_heads, qk_norm, pos_bias):
+    _, model = models(cca_rotary=rotary, cca_kv_heads=kv_heads, cca_qk_norm=qk_norm, cca_position_bias=pos_bias)
     if qk_norm:  # non-trivial norm scales, so a path that skipped a norm would differ
         for c in model.cca:
             torch.nn.init.uniform_(c.q_norm.weight, 0.5, 2.0)
             torch.nn.init.uniform_(c.k_norm.weight, 0.5, 2.0)
+    if pos_bias is not None:  # a bias that differs per head, query index and key position
+        for c in model.cca:
+            torch.nn.init.normal_(c.pos_bias, 0.0, 2.0)
     from pyretro.model.generate import _left_pad
 
     tokens, mask = _left_pad(PROMPTS, 0, "cpu")

@@ -207,6 +207,40 @@ def test_cca_qk_norm_normalizes_query_and_key_heads_and_trains(tmp_path):
     assert back.retro.cca_qk_norm and torch.equal(back.cca[0].q_norm.weight, c.q_norm.weight)
 
 
+def test_cca_position_bias_init_effect_training_and_io(tmp_path):
+    """Aligned init (chunk_len + i), a retro-fit still equals its GPT, the bias changes CCA outputs, gets
+    gradients, is not weight-decayed, and survives save/load."""
+    from pyretro.train.config import OptimSection
+    from pyretro.train.optim import build_optimizer
+
+    gpt, model = tiny_retro(cca_position_bias=2.5, live=False)
+    b = model.cca[0].pos_bias
+    assert b.shape == (4, 4, 6)  # [heads, chunk_len, neighbor_len]
+    want = torch.zeros(4, 4, 6, dtype=b.dtype)
+    want[:, 0, 4], want[:, 1, 5] = 2.5, 2.5  # chunk_len + i < r only for i = 0, 1
+    torch.testing.assert_close(b.detach(), want)
+    tokens, nb = inputs(N=21)
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens, nb), gpt(tokens), rtol=1e-10, atol=1e-10)
+    _, plain = tiny_retro(cca_position_bias=None)
+    assert plain.cca[0].pos_bias is None
+    _, with_bias = tiny_retro(cca_position_bias=2.5)
+    with_bias.load_state_dict(plain.state_dict(), strict=False)  # same weights, plus the bias
+    with torch.no_grad():
+        assert (with_bias(tokens, nb) - plain(tokens, nb)).abs().amax() > 1e-4
+    with_bias(tokens, nb).square().mean().backward()
+    assert with_bias.cca[0].pos_bias.grad.abs().sum() > 0
+    opt = build_optimizer(with_bias, OptimSection(weight_decay=0.1))
+    group = next(g for g in opt.param_groups if any(p is with_bias.cca[0].pos_bias for p in g["params"]))
+    assert group["weight_decay"] == 0.0
+    save(with_bias, tmp_path / "m.safetensors")
+    back = load(tmp_path / "m.safetensors")
+    assert back.retro.cca_position_bias == 2.5
+    torch.testing.assert_close(back.cca[1].pos_bias, with_bias.cca[1].pos_bias)
+    with pytest.raises(ValueError, match="cca_position_bias"):
+        RetroConfig(cca_position_bias=float("nan"))
+
+
 def test_grouped_query_cca_equals_full_heads_with_repeated_kv_weights():
     """A 2-kv-head CCA == a full-head CCA whose key/value weights repeat each kv head over its group."""
     _, gqa = tiny_retro(cca_kv_heads=2)

@@ -6,7 +6,8 @@ that takes a boolean mask).
 Rows follow ``pyretro.benchmarks``: ``ratio`` = baseline_ms / time_ms (> 1 = pyretro faster). ``gb_s`` counts
 the minimum bytes the fused op moves (fwd: q, k, v, mask in, out + lse out; bwd adds dout, out, lse in and
 dq, dk, dv out); ``tflops`` counts 4*B*N*H*K*R*D per forward (2.5x that for backward). Each row also checks the
-fused result against the baseline (``max_err``). Overrides: B, N, chunk_len, K, R, H, D, dtype, reps.
+fused result against the baseline (``max_err``). Overrides: B, N, chunk_len, K, R, H, D, dtype, reps, bias
+(1: also rows with a learned position bias [H, chunk_len, R] and its gradient; SDPA then takes a float mask).
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from pyretro.ops.cca import chunked_cross_attention
 from pyretro.ops.reference.cca import chunked_cross_attention_ref
 
 DEFAULTS: dict[str, Any] = {"B": 4, "N": 2048, "chunk_len": 64, "K": 2, "R": 128, "H": 8, "D": 64,
-                            "dtype": None, "reps": 5, "head_dims": (64, 128)}
+                            "dtype": None, "reps": 5, "head_dims": (64, 128), "bias": 1}
 QUICK = {"N": 256, "reps": 2, "head_dims": (64,)}
 
 
-def sdpa_cca(q, k, v, key_mask, chunk_len: int, scale: float | None = None) -> torch.Tensor:
-    """Baseline (b): the reference's reshaping, attention by ``scaled_dot_product_attention``."""
+def sdpa_cca(q, k, v, key_mask, chunk_len: int, scale: float | None = None,
+             bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Baseline (b): the reference's reshaping, attention by ``scaled_dot_product_attention`` (with a position
+    bias: a float mask, bias where valid and -inf elsewhere)."""
     B, N, H, D = q.shape
     L, K, R = k.shape[1:4]
     C, n_att = chunk_len, N - (chunk_len - 1)
@@ -38,7 +41,10 @@ def sdpa_cca(q, k, v, key_mask, chunk_len: int, scale: float | None = None) -> t
     ks = k.permute(0, 1, 4, 2, 3, 5).reshape(B * L, H, K * R, D)
     vs = v.permute(0, 1, 4, 2, 3, 5).reshape(B * L, H, K * R, D)
     mask = key_mask.reshape(B * L, 1, 1, K * R)
-    o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, scale=scale)
+    attn = mask
+    if bias is not None:
+        attn = torch.where(mask, bias.to(q.dtype).repeat(1, 1, K)[None], float("-inf"))
+    o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=attn, scale=scale)
     o = torch.where(mask.any(-1, keepdim=True), o, 0.0)  # chunks without a valid key: 0, not NaN
     o = o.transpose(1, 2).reshape(B, L * C, H, D)[:, :n_att]
     return torch.cat([q.new_zeros(B, C - 1, H, D), o], dim=1)
@@ -92,23 +98,38 @@ def _bench_one(cfg: dict, D: int, device: str, dtype: torch.dtype) -> list[dict]
     bwd_bytes = fwd_bytes + (3 * q.numel() + 2 * k.numel()) * es + B * N * H * 4
     flops = 4.0 * B * N * H * K * R * D
     shape = f"B={B},N={N},C={C},K={K},R={R},H={H},D={D},{str(dtype).removeprefix('torch.')}"
-    fns = {
-        "fused": lambda *a: chunked_cross_attention(*a, C),
-        "eager matmul/softmax": lambda *a: chunked_cross_attention_ref(*a, C),
-        "sdpa on reshaped chunks": lambda *a: sdpa_cca(*a, C),
-    }
     go = torch.randn_like(q)
+    bias = torch.randn(H, C, R, generator=torch.Generator().manual_seed(1)).to(device)
+    rows = []
+    for with_bias in (False, True) if cfg["bias"] else (False,):
+        b = bias if with_bias else None
+        fns = {
+            "fused": lambda *a, b=b: chunked_cross_attention(*a, C, bias=b),
+            "eager matmul/softmax": lambda *a, b=b: chunked_cross_attention_ref(*a, C, bias=b),
+            "sdpa on reshaped chunks": lambda *a, b=b: sdpa_cca(*a, C, bias=b),
+        }
+        label = "cca+bias" if with_bias else "cca"
+        rows += _time_modes(fns, label, shape, q, k, v, mask, go, b, device, reps, fwd_bytes, bwd_bytes, flops)
+    return rows
 
+
+def _time_modes(fns, label, shape, q, k, v, mask, go, bias, device, reps, fwd_bytes, bwd_bytes, flops) -> list[dict]:
+    """fwd and fwd+bwd rows of one set of functions (with a bias, it is a leaf whose gradient is computed too)."""
     def fwd(f):
         with torch.no_grad():
             return f(q, k, v, mask)
 
     leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    if bias is not None:
+        leaves.append(bias.detach().clone().requires_grad_())
 
     def fwd_bwd(f):
         for t in leaves:
             t.grad = None
-        f(*leaves, mask).backward(go)
+        if bias is None:
+            f(*leaves, mask).backward(go)
+        else:
+            f(*leaves[:3], mask, b=leaves[3]).backward(go)
 
     rows = []
     for mode, run_fn, nbytes, fl in (("fwd", fwd, fwd_bytes, flops), ("fwd+bwd", fwd_bwd, bwd_bytes, 3.5 * flops)):
@@ -117,7 +138,7 @@ def _bench_one(cfg: dict, D: int, device: str, dtype: torch.dtype) -> list[dict]
         ref_out = fwd(fns["fused"]).float()
         for base in ("eager matmul/softmax", "sdpa on reshaped chunks"):
             err = (fwd(fns[base]).float() - ref_out).abs().max().item()
-            rows.append({"name": f"cca {mode}", "shape": shape, "time_ms": ours, "baseline": base,
+            rows.append({"name": f"{label} {mode}", "shape": shape, "time_ms": ours, "baseline": base,
                          "baseline_ms": ms[base], "ratio": ms[base] / ours, "gb_s": nbytes / ours / 1e6,
                          "tflops": fl / ours / 1e9, "max_err": err})
     return rows

@@ -45,6 +45,10 @@ class DemoConfig:
     cca_layers: tuple[int, ...] = (3, 4)
     cca_rotary: bool = True  # positions inside CCA: lets a neighbour's continuation be read in step
     cca_qk_norm: bool = True  # RMS-normalized CCA queries/keys: keeps a high retrieval LR from collapsing
+    # learned CCA position bias, starting at this score offset on the aligned continuation position
+    # (RetroConfig.cca_position_bias): the fresh CCA reads near-verbatim neighbours from the first steps on every
+    # seed, where without it some seeds took 150+ steps to start using retrieval (docs/demo.md); None = off
+    cca_position_bias: float | None = 3.0
     retrieval_lr_scale: float = 10.0  # LR multiplier of the new encoder + CCA weights in retro-fitting (30 diverged)
     # training (steps are optimizer steps of batch_size samples of seq_len tokens)
     batch_size: int = 8

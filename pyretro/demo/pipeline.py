@@ -32,7 +32,7 @@ _FIELDS = {
                      "eval_interval", "eval_batches"),
     "continue_gpt": ("continue_steps", "continue_lr", "continue_warmup_steps"),
     "retrofit_retro": ("encoder_layers", "encoder_d_model", "cca_layers", "cca_rotary", "cca_qk_norm", "k_train", "neighbor_len",
-                       "retrieval_lr_scale"),
+                       "retrieval_lr_scale", "cca_position_bias"),
     "sft_gpt": ("sft_steps", "sft_lr", "sft_batch_size", "sft_seq_len"),
     "sft_retro": ("sft_steps", "sft_lr", "sft_batch_size", "sft_seq_len"),
     "eval_ppl": ("k_eval",),

@@ -149,9 +149,14 @@ def markdown(m: dict[str, Any], cfg: dict[str, Any], walls: dict[str, tuple[str,
         f"- Models: GPT d_model {cfg['d_model']}, {cfg['n_layers']} layers; Retro adds a {cfg['encoder_layers']}-layer "
         f"encoder and CCA in layers {cfg['cca_layers']} (chunk {cfg['chunk_len']}, k={cfg['k_train']}, "
         f"r={cfg['neighbor_len'] or 2 * cfg['chunk_len']}; CCA rotary {cfg.get('cca_rotary', False)}, qk-norm "
-        f"{cfg.get('cca_qk_norm', False)}; encoder + CCA trained at {cfg.get('retrieval_lr_scale', 1.0)}x the LR); "
+        f"{cfg.get('cca_qk_norm', False)}, position bias {_bias_text(cfg.get('cca_position_bias'))}; encoder + CCA "
+        f"trained at {cfg.get('retrieval_lr_scale', 1.0)}x the LR); "
         f"batch {cfg['batch_size']} x {cfg['seq_len']} tokens.", "",
         "## Wall time", "", "| stage | seconds |", "|---|---:|",
         *[f"| {title} | {w:.1f} |" for title, w in walls.values()], f"| **total** | **{total:.1f}** |", "",
     ]
     return "\n".join(lines)
+
+
+def _bias_text(init: float | None) -> str:
+    return "off" if init is None else f"learned, {init:g} on the aligned continuation position at init"

@@ -35,7 +35,8 @@ def retro_config(cfg: DemoConfig) -> RetroConfig:
     return RetroConfig(chunk_len=cfg.chunk_len, num_neighbors=cfg.k_train, neighbor_len=cfg.r,
                        encoder_layers=cfg.encoder_layers,
                        encoder_d_model=cfg.encoder_d_model, cca_layers=tuple(cfg.cca_layers),
-                       cca_rotary=cfg.cca_rotary, cca_qk_norm=cfg.cca_qk_norm)
+                       cca_rotary=cfg.cca_rotary, cca_qk_norm=cfg.cca_qk_norm,
+                       cca_position_bias=cfg.cca_position_bias)
 
 
 def _train_config(cfg: DemoConfig, model: nn.Module, run_dir: Path, *, steps: int, lr: float, batch_size: int,

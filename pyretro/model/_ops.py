@@ -33,14 +33,15 @@ def ops_backend(fused: bool) -> Iterator[None]:
         _state["fused"] = old
 
 
-def cca(q, k, v, key_mask, chunk_len: int, *, rotary: bool, rope_theta: float) -> torch.Tensor:
+def cca(q, k, v, key_mask, chunk_len: int, *, rotary: bool, rope_theta: float,
+        bias: torch.Tensor | None = None) -> torch.Tensor:
     if _state["fused"]:
         from pyretro.ops import chunked_cross_attention
 
-        return chunked_cross_attention(q, k, v, key_mask, chunk_len, rotary=rotary, rope_theta=rope_theta)
+        return chunked_cross_attention(q, k, v, key_mask, chunk_len, rotary=rotary, rope_theta=rope_theta, bias=bias)
     from pyretro.ops.reference.cca import chunked_cross_attention_ref
 
-    return chunked_cross_attention_ref(q, k, v, key_mask, chunk_len, rotary=rotary, rope_theta=rope_theta)
+    return chunked_cross_attention_ref(q, k, v, key_mask, chunk_len, rotary=rotary, rope_theta=rope_theta, bias=bias)
 
 
 def rope(x, positions, *, theta: float, rotary_dim: int, interleaved: bool) -> torch.Tensor:

@@ -15,7 +15,7 @@ class ChunkedCrossAttention(nn.Module):
     """``x + gate * o(CCA(q(norm(x)), kv(E)))``. ``o`` starts at zero: a retro-fitted model starts as its GPT."""
 
     def __init__(self, gpt: GPTConfig, d_enc: int, chunk_len: int, rotary: bool, kv_heads: int | None = None,
-                 qk_norm: bool = False) -> None:
+                 qk_norm: bool = False, position_bias: float | None = None, neighbor_len: int | None = None) -> None:
         super().__init__()
         self.n_heads, self.head_dim = gpt.n_heads, gpt.dim_head
         self.n_kv_heads = gpt.n_heads if kv_heads is None else kv_heads  # < n_heads: grouped-query CCA
@@ -28,13 +28,29 @@ class ChunkedCrossAttention(nn.Module):
         # per-head RMSNorm of queries and keys (RetroConfig.cca_qk_norm); None = off
         self.q_norm = RMSNorm(self.head_dim, gpt.norm_eps) if qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, gpt.norm_eps) if qk_norm else None
+        # learned score offset per (head, query index in its chunk, neighbour position); None = off
+        self.position_bias_init = position_bias
+        r = 2 * chunk_len if neighbor_len is None else neighbor_len
+        self.pos_bias = nn.Parameter(torch.zeros(self.n_heads, chunk_len, r)) if position_bias is not None else None
         self.drop = nn.Dropout(gpt.dropout)
         self.zero_output()
+        self.reset_position_bias()
 
     def zero_output(self) -> None:
         nn.init.zeros_(self.o.weight)
         if self.o.bias is not None:
             nn.init.zeros_(self.o.bias)
+
+    def reset_position_bias(self) -> None:
+        """``position_bias_init`` where the neighbour position is ``chunk_len + i`` for query index ``i`` (the
+        token after query ``i`` in a neighbour aligned with the text), 0 elsewhere."""
+        if self.pos_bias is None:
+            return
+        with torch.no_grad():
+            self.pos_bias.zero_()
+            i = torch.arange(self.chunk_len)
+            i = i[self.chunk_len + i < self.pos_bias.shape[2]]
+            self.pos_bias[:, i, self.chunk_len + i] = float(self.position_bias_init)
 
     def keys_values(self, encoded: Tensor) -> tuple[Tensor, Tensor]:
         """encoded ``[..., K, r, d_enc]`` -> k, v ``[..., K, r, G, D]`` (G = ``n_kv_heads``)."""
@@ -51,7 +67,7 @@ class ChunkedCrossAttention(nn.Module):
         q = self.q(h).view(B, N, self.n_heads, self.head_dim)
         if self.q_norm is not None:
             q = self.q_norm(q)
-        y = _ops.cca(q, k, v, key_mask, self.chunk_len, rotary=self.rotary, rope_theta=self.theta)
+        y = _ops.cca(q, k, v, key_mask, self.chunk_len, rotary=self.rotary, rope_theta=self.theta, bias=self.pos_bias)
         return self.drop(self.o(y.reshape(B, N, -1)))
 
     def attend_cached(self, h: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, q_pos: Tensor, r: int) -> Tensor:
@@ -70,8 +86,13 @@ class ChunkedCrossAttention(nn.Module):
             k = rope_neox(k, torch.arange(r, device=k.device).repeat(k.shape[2] // r), self.theta)
         any_valid = key_mask.any(dim=1)
         m = key_mask | ~any_valid[:, None]  # keep softmax finite on empty rows; zeroed below
+        mask = m[:, None, None, :]
+        if self.pos_bias is not None:  # the row of each query's index, repeated over the K neighbours
+            b = self.pos_bias[:, q_pos.clamp(0, self.chunk_len - 1)].transpose(0, 1)  # [B, H, r]
+            b = b.repeat(1, 1, k.shape[2] // r)[:, :, None, :].to(q.dtype)
+            mask = torch.where(mask, b, torch.finfo(q.dtype).min)
         y = torch.nn.functional.scaled_dot_product_attention(
-            q.transpose(0, 1)[:, :, None], k, v, attn_mask=m[:, None, None, :],
+            q.transpose(0, 1)[:, :, None], k, v, attn_mask=mask,
             enable_gqa=self.n_kv_heads != self.n_heads,
         )  # [B, H, 1, D]
         y = y * any_valid[:, None, None, None].to(y.dtype)

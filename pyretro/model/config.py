@@ -7,6 +7,7 @@ Defaults follow the papers (Retro: Borgeaud et al. 2021; InstructRetro: Wang et 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,6 +140,12 @@ class RetroConfig:
     # as Megatron-LM's Retro (its cross-attention rejects grouped-query heads). Fewer heads shrink the CCA
     # key/value projections, which run on all K*r encoded tokens per chunk, and the decode cache.
     cca_kv_heads: int | None = None
+    # Learned position bias in CCA: a score offset per (head, query index in its attending chunk, neighbour
+    # position), starting at this value where the neighbour position is chunk_len + the query index (the
+    # continuation token that comes next were the neighbour a verbatim copy of the text) and 0 elsewhere.
+    # A fresh CCA then reads near-duplicate neighbours in step from the first step; without it, when it
+    # learns to do so varies run to run (docs/model.md). None = no bias (Megatron-LM); 0.0 = bias from zero.
+    cca_position_bias: float | None = None
     gate: float = 1.0  # scales every CCA output; 0 = decoder alone (InstructRetro instruction tuning)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form metadata saved with the model
 
@@ -171,6 +178,9 @@ class RetroConfig:
             if getattr(self, f) is not None:
                 _int_field(self, f, 1)
         _check(isinstance(self.gate, (int, float)), f"{n}.gate", f"must be a number, got {self.gate!r}")
+        pb = self.cca_position_bias
+        _check(pb is None or (isinstance(pb, (int, float)) and not isinstance(pb, bool) and math.isfinite(pb)),
+               f"{n}.cca_position_bias", f"must be None or a finite number, got {pb!r}")
         if gpt is None:
             return
         self.resolved_cca_layers(gpt.n_layers)

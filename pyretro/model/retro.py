@@ -44,7 +44,8 @@ class RetroModel(nn.Module):
         self.encoder = RetroEncoder(config, retro)
         self.cca = nn.ModuleList(
             ChunkedCrossAttention(config, self.encoder.d_model, retro.chunk_len, retro.cca_rotary,
-                                  kv_heads=retro.cca_kv_heads, qk_norm=retro.cca_qk_norm)
+                                  kv_heads=retro.cca_kv_heads, qk_norm=retro.cca_qk_norm,
+                                  position_bias=retro.cca_position_bias, neighbor_len=retro.r)
             for _ in self.cca_layers
         )
         self.register_buffer("gate", torch.tensor(float(retro.gate)))
@@ -52,7 +53,8 @@ class RetroModel(nn.Module):
 
     # ---------------------------------------------------------------- construction
     def reset_retrieval_parameters(self) -> None:
-        """Fresh encoder/CCA weights (N(0, 0.02), zero biases); CCA output projections at zero."""
+        """Fresh encoder/CCA weights (N(0, 0.02), zero biases); CCA output projections at zero; CCA position
+        biases at their aligned init."""
         for mod in (self.encoder, self.cca):
             for name, p in mod.named_parameters():
                 if p.dim() >= 2:
@@ -63,6 +65,7 @@ class RetroModel(nn.Module):
                     nn.init.ones_(p)
         for c in self.cca:
             c.zero_output()
+            c.reset_position_bias()
 
     @classmethod
     def from_gpt(cls, gpt: GPT, retro: RetroConfig | None = None, *, freeze_decoder: bool = False) -> RetroModel:

@@ -78,6 +78,20 @@ def _validate(q, k, v, key_mask, chunk_len, scale, rotary, rope_theta) -> float:
     return s
 
 
+def _validate_bias(bias, q, k, chunk_len) -> None:
+    if bias is None:
+        return
+    if not isinstance(bias, torch.Tensor):
+        raise TypeError(f"chunked_cross_attention: bias must be a torch.Tensor or None, got {type(bias).__name__}")
+    want = (q.shape[2], chunk_len, k.shape[3])
+    if tuple(bias.shape) != want:
+        raise ValueError(f"chunked_cross_attention: bias shape {list(bias.shape)} != [H, chunk_len, R] = {list(want)}")
+    if bias.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"chunked_cross_attention: bias dtype {bias.dtype} not supported (a float dtype)")
+    if bias.device != q.device:
+        raise ValueError(f"chunked_cross_attention: bias is on {bias.device}, q on {q.device}")
+
+
 def _autocast(q, k, v):
     """Under autocast, q/k/v go to the autocast dtype (as for a matmul), so mixed inputs are fine there."""
     if not all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in (q, k, v)):
@@ -99,6 +113,7 @@ def chunked_cross_attention(
     scale: float | None = None,
     rotary: bool = False,
     rope_theta: float = 10000.0,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Retro chunked cross-attention, fused (forward and backward).
 
@@ -114,6 +129,9 @@ def chunked_cross_attention(
             position = index within its attending chunk (0..chunk_len-1), key position = index within its
             neighbour (0..R-1).
         rope_theta: rotary base.
+        bias: optional learned position bias ``[H, chunk_len, R]`` (differentiable), added to the scaled score
+            of query row ``i`` of an attending chunk (0..chunk_len-1) and the key at position ``r`` of every
+            neighbour. The kernels read it as float32 (float64 for float64 inputs).
 
     Token ``t`` attends to the ``K*R`` keys of chunk ``u = (t - (chunk_len - 1)) // chunk_len`` when
     ``t >= chunk_len - 1``, only to valid keys: ``softmax(q.k * scale) . v``. Tokens ``t < chunk_len - 1``
@@ -123,7 +141,8 @@ def chunked_cross_attention(
     """
     q, k, v = _autocast(q, k, v)
     s = _validate(q, k, v, key_mask, chunk_len, scale, rotary, rope_theta)
-    return _cca_lib.dispatch(q, k, v, key_mask, int(chunk_len), s, rotary, float(rope_theta))
+    _validate_bias(bias, q, k, chunk_len)
+    return _cca_lib.dispatch(q, k, v, key_mask, int(chunk_len), s, rotary, float(rope_theta), bias)
 
 
 __all__ = ["chunked_cross_attention", "chunked_cross_attention_ref"]

@@ -35,8 +35,9 @@ def _is_retrieval_param(name: str) -> bool:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimSection) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters; no weight decay on vectors (norm scales, biases, the gate); Retro's
-    encoder + CCA parameters at ``cfg.retrieval_lr_scale`` times the LR (their groups carry ``lr_scale``)."""
+    """AdamW over the trainable parameters; no weight decay on vectors (norm scales, biases, the gate) nor on CCA
+    position biases; Retro's encoder + CCA parameters at ``cfg.retrieval_lr_scale`` times the LR (their groups
+    carry ``lr_scale``)."""
     if cfg.retrieval_lr_scale <= 0:
         raise ValueError(f"optim.retrieval_lr_scale must be > 0, got {cfg.retrieval_lr_scale}")
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -45,7 +46,9 @@ def build_optimizer(model: nn.Module, cfg: OptimSection) -> torch.optim.AdamW:
     buckets: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for n, p in named:
         scale = cfg.retrieval_lr_scale if _is_retrieval_param(n) else 1.0
-        buckets.setdefault((scale, p.dim() >= 2), []).append(p)
+        # decay matrices only: not norm scales, biases, the gate, nor CCA position-bias tables (a decayed bias
+        # would drift back to "no position preference" whatever the data says)
+        buckets.setdefault((scale, p.dim() >= 2 and not n.endswith("pos_bias")), []).append(p)
     groups = [{"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0, "lr": cfg.lr * scale,
                "lr_scale": scale}
               for (scale, decay), ps in sorted(buckets.items(), key=lambda kv: (kv[0][0] != 1.0, not kv[0][1]))]

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -14,7 +15,7 @@ namespace pyretro {
 
 CcaDims cca_check(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& mask,
                   const TensorView* out, const TensorView* lse, int64_t chunk_len, double scale, bool rotary,
-                  double theta) {
+                  double theta, const TensorView* bias) {
   PYRETRO_CHECK(chunk_len > 0, ValueError, "chunk_len must be > 0, got ", chunk_len);
   check_ndim(q, 4);
   check_ndim(k, 6);
@@ -64,7 +65,21 @@ CcaDims cca_check(const TensorView& q, const TensorView& k, const TensorView& v,
   }
   PYRETRO_CHECK(std::isfinite(scale), ValueError, "scale must be finite");
   PYRETRO_CHECK(std::isfinite(theta) && theta > 0, ValueError, "rope_theta must be finite and > 0");
+  if (bias) {
+    cca_check_bias(d, q, *bias);
+    d.has_bias = true;
+  }
   return d;
+}
+
+void cca_check_bias(const CcaDims& d, const TensorView& q, const TensorView& bias) {
+  check_ndim(bias, 3);
+  check_dim(bias, 0, d.H);
+  check_dim(bias, 1, d.C);
+  check_dim(bias, 2, d.R);
+  check_dtype(bias, q.dtype == DType::Float64 ? DType::Float64 : DType::Float32);
+  check_contiguous(bias);
+  check_same_device(q, bias);
 }
 
 namespace {
@@ -140,16 +155,27 @@ TaskArgs make_args(const CcaDims& d, const TensorView& q) {
   return a;
 }
 
-void run(const TaskArgs& a, bool bwd) {
+void run(const TaskArgs& args, bool bwd) {
   // Forward: a task per (b, chunk, query head). Backward: per (b, chunk, kv head), so the query heads that
-  // share a kv head accumulate its dK/dV in one task (no races, no reduction pass).
-  const int64_t tasks = a.B * a.L * (bwd ? a.G : a.H);
-  if (a.H == 0) return;
+  // share a kv head accumulate its dK/dV in one task (no races, no reduction pass). The position bias's
+  // gradient is shared by every task: each thread sums into its own buffer, added up under a lock.
+  const int64_t tasks = args.B * args.L * (bwd ? args.G : args.H);
+  if (args.H == 0) return;
   if (tasks == 0) return;
   const Isa isa = pick_isa();
-  const int64_t bytes = cca_cpu::scratch_bytes(a, bwd);
+  const int64_t bytes = cca_cpu::scratch_bytes(args, bwd);
+  const bool f64 = args.st == Storage::F64;
+  const int64_t nbias = args.H * args.C * args.R;
+  std::mutex dbias_lock;
   parallel_for(tasks, 1, [&](int64_t begin, int64_t end) {
     std::vector<char> scratch(static_cast<size_t>(bytes));
+    TaskArgs a = args;
+    std::vector<float> dbf;
+    std::vector<double> dbd;
+    if (bwd && args.dbias) {
+      if (f64) dbd.assign(static_cast<size_t>(nbias), 0.0), a.dbias = dbd.data();
+      else dbf.assign(static_cast<size_t>(nbias), 0.0f), a.dbias = dbf.data();
+    }
     switch (isa) {
       case Isa::Avx512:
         bwd ? cca_cpu::avx512::bwd_tasks(a, begin, end, scratch.data())
@@ -163,6 +189,13 @@ void run(const TaskArgs& a, bool bwd) {
         bwd ? cca_cpu::generic::bwd_tasks(a, begin, end, scratch.data())
             : cca_cpu::generic::fwd_tasks(a, begin, end, scratch.data());
         break;
+    }
+    if (bwd && args.dbias) {
+      std::lock_guard<std::mutex> g(dbias_lock);
+      if (f64)
+        for (int64_t e = 0; e < nbias; ++e) static_cast<double*>(args.dbias)[e] += dbd[e];
+      else
+        for (int64_t e = 0; e < nbias; ++e) static_cast<float*>(args.dbias)[e] += dbf[e];
     }
   });
 }
@@ -178,11 +211,12 @@ const char* cca_cpu_isa() {
 }
 
 void cca_fwd_cpu(const CcaDims& d, const TensorView& q, const TensorView& k, const TensorView& v,
-                 const TensorView& mask, const TensorView& out, const TensorView& lse) {
+                 const TensorView& mask, const TensorView& out, const TensorView& lse, const TensorView* bias) {
   check_device(q, DeviceType::CPU);
   TaskArgs a = make_args(d, q);
   a.q = q.data; a.k = k.data; a.v = v.data; a.mask = static_cast<const uint8_t*>(mask.data);
   a.out = out.data; a.lse = lse.data;
+  a.bias = bias ? bias->data : nullptr;
   RopeTables rt;
   if (d.rotary) build_rope(d, a.st == Storage::F64, rt, a);
   run(a, false);
@@ -190,12 +224,19 @@ void cca_fwd_cpu(const CcaDims& d, const TensorView& q, const TensorView& k, con
 
 void cca_bwd_cpu(const CcaDims& d, const TensorView& dout, const TensorView& q, const TensorView& k,
                  const TensorView& v, const TensorView& mask, const TensorView& out, const TensorView& lse,
-                 const TensorView& dq, const TensorView& dk, const TensorView& dv) {
+                 const TensorView& dq, const TensorView& dk, const TensorView& dv, const TensorView* bias,
+                 const TensorView* dbias) {
   check_device(q, DeviceType::CPU);
+  PYRETRO_CHECK(!dbias || bias, ValueError, "dbias given without bias");
   TaskArgs a = make_args(d, q);
   a.q = q.data; a.k = k.data; a.v = v.data; a.mask = static_cast<const uint8_t*>(mask.data);
   a.out = out.data; a.lse = lse.data;
   a.dout = dout.data; a.dq = dq.data; a.dk = dk.data; a.dv = dv.data;
+  a.bias = bias ? bias->data : nullptr;
+  if (dbias) {
+    a.dbias = dbias->data;
+    std::memset(dbias->data, 0, size_t(d.H * d.C * d.R) * (a.st == Storage::F64 ? 8 : 4));
+  }
   RopeTables rt;
   if (d.rotary) build_rope(d, a.st == Storage::F64, rt, a);
   run(a, true);

@@ -273,6 +273,16 @@ template <class T> inline void zero_row(T* dst, int64_t D) {
   for (int64_t d = 0; d < D; ++d) dst[d] = Conv<T>::from(0);
 }
 
+// s[j] += bias_row[pos[j]] for the nb keys of a score block (pos: each valid key's position in its neighbour).
+template <class A>
+inline void add_bias(A* s, const A* bias_row, const int32_t* pos, int64_t nb) {
+  for (int64_t j = 0; j < nb; ++j) s[j] += bias_row[pos[j]];
+}
+// pos[jj] = position within its neighbour of valid key jj (for the position bias), from its index in K*R.
+inline void key_positions(const int32_t* idx, int64_t nv, int64_t R, int32_t* pos) {
+  for (int64_t jj = 0; jj < nv; ++jj) pos[jj] = int32_t(idx[jj] % R);
+}
+
 inline char* align64(char* p) { return reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63)); }
 
 struct TaskIdx {
@@ -359,7 +369,8 @@ void fwd_one(const TaskArgs& a, int64_t task, char* scratch) {
   const Tables<A> tb{static_cast<const A*>(a.rope_cos), static_cast<const A*>(a.rope_sin)};
   const int64_t krp = round_up(KR, kPad) + kSkew, lds = kKBlock + kSkew;
   int32_t* idx = reinterpret_cast<int32_t*>(scratch);
-  A* kt = reinterpret_cast<A*>(align64(scratch + KR * 4));
+  int32_t* kpos = idx + KR;  // key positions (position bias only)
+  A* kt = reinterpret_cast<A*>(align64(scratch + KR * 8));
   A* vr = kt + krp * Dp;
   A* qb = vr + krp * Dp;
   A* ob = qb + kQBlock * Dp;
@@ -368,6 +379,7 @@ void fwd_one(const TaskArgs& a, int64_t task, char* scratch) {
   A* lrow = mrow + kQBlock;
   A tmp[kGroup * (kMaxD + kDPad)];
   const int64_t nv = load_keys<T, A>(a, ti, ti.h / (a.H / a.G), idx, kt, nullptr, nullptr, vr, tmp, tb);
+  if (a.bias) key_positions(idx, nv, a.R, kpos);
   if (nv == 0) {
     for (int64_t i = 0; i < ti.nq; ++i) {
       zero_row(out + (ti.t0 + i) * HD, D);
@@ -391,6 +403,7 @@ void fwd_one(const TaskArgs& a, int64_t task, char* scratch) {
       gemm_nt(qb, Dp, kt + j0, ldt, s, lds, nr, nbp, D);
       for (int64_t i = 0; i < nr; ++i) {
         A* si = s + i * lds;
+        if (a.bias) add_bias(si, static_cast<const A*>(a.bias) + (ti.h * a.C + i0 + i) * a.R, kpos + j0, nb);
         for (int64_t j = nb; j < nbp; ++j) si[j] = -inf;
         V vm = vbcast(-inf);
         for (int64_t j = 0; j < nbp; j += W) {
@@ -461,7 +474,8 @@ void bwd_one(const TaskArgs& a, int64_t task, char* scratch) {
   const Tables<A> tb{static_cast<const A*>(a.rope_cos), static_cast<const A*>(a.rope_sin)};
   const int64_t krp = round_up(KR, kPad) + kSkew, lds = kKBlock + kSkew;
   int32_t* idx = reinterpret_cast<int32_t*>(scratch);
-  A* kt = reinterpret_cast<A*>(align64(scratch + KR * 4));
+  int32_t* kpos = idx + KR;  // key positions (position bias only)
+  A* kt = reinterpret_cast<A*>(align64(scratch + KR * 8));
   A* vt = kt + krp * Dp;      // [D][nvp + kSkew]
   A* qb = vt + krp * Dp;
   A* dqb = qb + kQBlock * Dp;
@@ -475,6 +489,7 @@ void bwd_one(const TaskArgs& a, int64_t task, char* scratch) {
   A* dp = dob + kQBlock * Dp;
   A tmp[kGroup * (kMaxD + kDPad)];
   load_keys<T, A>(a, ti, ti.h, idx, kt, kr, vt, nullptr, tmp, tb);
+  if (a.bias) key_positions(idx, nv, a.R, kpos);
   const int64_t nvp = round_up(nv, kPad), ldt = nvp + kSkew;
   for (int64_t e = 0; e < nvp * Dp; ++e) dkb[e] = dvb[e] = A(0);
   for (int64_t h = h0; h < h0 + grp; ++h) {
@@ -504,12 +519,18 @@ void bwd_one(const TaskArgs& a, int64_t task, char* scratch) {
         for (int64_t i = 0; i < nr; ++i) {
           A* si = s + i * lds;
           A* dpi = dp + i * lds;
+          const int64_t brow = (h * a.C + i0 + i) * a.R;  // position-bias row of this query
+          if (a.bias) add_bias(si, static_cast<const A*>(a.bias) + brow, kpos + j0, nb);
           // lse is finite here (the chunk has a valid key); padded columns get P = 0.
           const V vl = vbcast(lrow[i]), vd = vbcast(delta[i]);
           for (int64_t j = 0; j < nbp; j += W) vstore(si + j, vexp(vload(si + j) - vl));
           for (int64_t j = nb; j < nbp; ++j) si[j] = A(0);
-          // P stays in s for dV; dS goes to dp.
+          // P stays in s for dV; dS goes to dp (and, summed over batch/chunks/neighbours, is dbias).
           for (int64_t j = 0; j < nbp; j += W) vstore(dpi + j, vload(si + j) * (vload(dpi + j) - vd));
+          if (a.dbias) {
+            A* db = static_cast<A*>(a.dbias) + brow;
+            for (int64_t j = 0; j < nb; ++j) db[kpos[j0 + j]] += dpi[j];
+          }
         }
         acc_rows(dvb + j0 * Dp, Dp, s, 1, lds, dob, Dp, nb, nr, Dp);     // dV += P^T dO
         acc_rows(dkb + j0 * Dp, Dp, dp, 1, lds, qb, Dp, nb, nr, Dp);     // dK += dS^T Qs

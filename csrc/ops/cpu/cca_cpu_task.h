@@ -30,6 +30,9 @@ struct TaskArgs {
   const void* dout; void* dq; void* dk; void* dv;
   // rotary tables [P][D/2] of cos then sin, P = max(C, R): float for 32/16-bit storage, double for F64
   const void* rope_cos; const void* rope_sin;
+  // position bias [H][C][R] and its gradient (compute type: float, double for F64); null = none.
+  // dbias is a per-thread accumulator during the backward (cca_cpu.cpp sums them).
+  const void* bias; void* dbias;
 };
 
 // Scratch bytes one thread needs for one task (compute type: 4 or 8 bytes).
@@ -38,7 +41,7 @@ inline int64_t scratch_bytes(const TaskArgs& a, bool bwd) {
   const int64_t kr = a.K * a.R, krp = round_up(kr, kPad) + kSkew, qb = kQBlock, kb = kKBlock + kSkew;
   int64_t n = krp * a.Dp * 2 + qb * a.Dp * 2 + qb * kb + 2 * qb;  // Kt, V, Q, O, S, m, l
   if (bwd) n += krp * a.Dp * 3 + qb * a.Dp * 2 + qb * kb;         // K rows, dK, dV, dO, dQ, dP
-  return n * es + kr * 4 + 256;                                    // + valid-key index, alignment slack
+  return n * es + kr * 8 + 256;  // + valid-key index and key positions (int32 each), alignment slack
 }
 
 // Each processes tasks [begin, end): forward of the B*L*H (b, u, h) tasks, backward of the B*L*G (b, u, g)

@@ -99,10 +99,12 @@ __global__ void __launch_bounds__(kThreads) cca_bwd_kernel(Params p) {
       __syncthreads();
 #pragma unroll 4
       for (int ii = 0; ii < kTile; ++ii) {
-        const float s2 = dot_row<D>(kr, ta + ii * D, s);
+        const bool row_ok = active && i0 + ii < nq;
+        const float s2 = dot_row<D>(kr, ta + ii * D, s) + (row_ok ? bias2(p, h, i0 + ii, j) : 0.f);
         const float pj = active ? exp2f(s2 - lse_s[ii]) : 0.f;
         const float dp = dot_row<D>(vr, tb + ii * D, s);
         const float ds = pj * (dp - delta_s[ii]);
+        if (p.dbias && row_ok && s == 0) atomicAdd(p.dbias + (h * p.C + i0 + ii) * p.R + j % p.R, ds);
         axpy_row<D>(dvr, pj, tb + ii * D, s);
         axpy_row<D>(dkr, ds, ta + ii * D, s);
       }
@@ -153,7 +155,7 @@ __global__ void __launch_bounds__(kThreads) cca_bwd_kernel(Params p) {
       __syncthreads();
 #pragma unroll 4
       for (int jj = 0; jj < kTile; ++jj) {
-        const float s2 = dot_row<D>(qr, ta + jj * D, s);
+        const float s2 = dot_row<D>(qr, ta + jj * D, s) + (active && valid[jj] ? bias2(p, h, i, j0 + jj) : 0.f);
         const float pj = valid[jj] ? exp2f(s2 - lse2) : 0.f;
         const float dp = dot_row<D>(dor, tb + jj * D, s);
         axpy_row<D>(dqr, pj * (dp - delta), ta + jj * D, s);
@@ -191,13 +193,15 @@ void launch_bwd(const CcaDims& d, const Params& p, cudaStream_t st) {
 
 void cca_bwd_cuda(const CcaDims& d, const TensorView& dout, const TensorView& q, const TensorView& k,
                   const TensorView& v, const TensorView& mask, const TensorView& out, const TensorView& lse,
-                  const TensorView& dq, const TensorView& dk, const TensorView& dv, int64_t stream, int variant) {
+                  const TensorView& dq, const TensorView& dk, const TensorView& dv, const TensorView* bias,
+                  const TensorView* dbias, int64_t stream, int variant) {
   using namespace cca_cuda;
   // Variant 1 (tc) has no backward of its own yet: the portable backward runs (same lse convention).
   PYRETRO_CHECK(variant == 0 || variant == 1, ValueError, "cca (CUDA): unknown kernel variant ", variant,
                 " (0 = portable, 1 = tc)");
-  Params p = make_params(d, q, k, v, mask, out, lse);
+  Params p = make_params(d, q, k, v, mask, out, lse, bias);
   p.dout = dout.data; p.dq = dq.data; p.dk = dk.data; p.dv = dv.data;
+  p.dbias = dbias ? static_cast<float*>(dbias->data) : nullptr;
   if (d.B * d.L * d.H == 0) return;
   DeviceGuard guard(q.device_index);
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);

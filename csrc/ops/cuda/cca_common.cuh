@@ -31,7 +31,14 @@ struct Params {
   const void* q; const void* k; const void* v; const uint8_t* mask;
   void* out; float* lse;
   const void* dout; void* dq; void* dk; void* dv;
+  const float* bias;  // position bias [H][C][R] or null
+  float* dbias;       // its gradient (zero-filled by the caller; atomics) or null
 };
+
+// Position bias of query row i (< C) and key j (in K*R) of head h, in the log2 domain; 0 without a bias.
+__device__ __forceinline__ float bias2(const Params& p, int64_t h, int64_t i, int64_t j) {
+  return p.bias ? p.bias[(h * p.C + i) * p.R + j % p.R] * kLog2e : 0.f;
+}
 
 template <class T> __device__ __forceinline__ float to_f(T x);
 template <> __device__ __forceinline__ float to_f<float>(float x) { return x; }
@@ -110,7 +117,7 @@ __device__ __forceinline__ void axpy_row(float (&acc)[D / 4], float a, const flo
 
 // Defined in cca_fwd.cu: checks the CUDA-specific limits and fills the kernel parameters.
 Params make_params(const CcaDims& d, const TensorView& q, const TensorView& k, const TensorView& v,
-                   const TensorView& mask, const TensorView& out, const TensorView& lse);
+                   const TensorView& mask, const TensorView& out, const TensorView& lse, const TensorView* bias);
 
 // Experimental tensor-core forward (cca_fwd_tc.cu, variant 1); false when it does not handle the dtype.
 bool cca_fwd_tc(const CcaDims& d, const Params& p, DType dtype, cudaStream_t st);

@@ -77,7 +77,7 @@ __global__ void __launch_bounds__(kThreads) cca_fwd_kernel(Params p) {
 #pragma unroll
     for (int jj = 0; jj < kTile; ++jj) {
       const float d = dot_row<D>(qv, ks + jj * D, s);
-      sc[jj] = valid[jj] ? d : -inf;
+      sc[jj] = valid[jj] ? d + (active ? bias2(p, h, i, j0 + jj) : 0.f) : -inf;
       mx = fmaxf(mx, sc[jj]);
     }
     if (mx == -inf) continue;  // the whole tile is masked (same for every thread): nothing to add
@@ -117,7 +117,8 @@ void launch_fwd(const CcaDims& d, const Params& p, cudaStream_t st) {
 }
 
 Params make_params(const CcaDims& d, const TensorView& q, const TensorView& k, const TensorView& v,
-                   const TensorView& mask, const TensorView& out, const TensorView& lse) {
+                   const TensorView& mask, const TensorView& out, const TensorView& lse,
+                   const TensorView* bias) {
   PYRETRO_CHECK(q.device == DeviceType::CUDA, ValueError, "q: expected a CUDA tensor");
   PYRETRO_CHECK(q.dtype != DType::Float64, TypeError, "q: float64 is not supported on CUDA");
   PYRETRO_CHECK(d.B * d.L * d.H < (int64_t(1) << 31) && d.C <= int64_t(65535) * kOwnerRows, ValueError,
@@ -127,22 +128,23 @@ Params make_params(const CcaDims& d, const TensorView& q, const TensorView& k, c
   p.scale = float(d.scale); p.rotary = d.rotary; p.theta = float(d.theta);
   p.q = q.data; p.k = k.data; p.v = v.data; p.mask = static_cast<const uint8_t*>(mask.data);
   p.out = out.data; p.lse = static_cast<float*>(lse.data);
+  p.bias = bias ? static_cast<const float*>(bias->data) : nullptr;
   return p;
 }
 
 }  // namespace cca_cuda
 
 void cca_fwd_cuda(const CcaDims& d, const TensorView& q, const TensorView& k, const TensorView& v,
-                  const TensorView& mask, const TensorView& out, const TensorView& lse, int64_t stream,
-                  int variant) {
+                  const TensorView& mask, const TensorView& out, const TensorView& lse, const TensorView* bias,
+                  int64_t stream, int variant) {
   using namespace cca_cuda;
   PYRETRO_CHECK(variant == 0 || variant == 1, ValueError, "cca (CUDA): unknown kernel variant ", variant,
                 " (0 = portable, 1 = tc)");
-  const Params p = make_params(d, q, k, v, mask, out, lse);
+  const Params p = make_params(d, q, k, v, mask, out, lse, bias);
   if (d.B * d.L * d.H == 0) return;
   DeviceGuard guard(q.device_index);
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
-  if (variant == 1 && cca_fwd_tc(d, p, q.dtype, st)) return;
+  if (variant == 1 && !bias && cca_fwd_tc(d, p, q.dtype, st)) return;  // tc: no position bias yet
   switch (q.dtype) {
     case DType::Float32: launch_fwd<float>(d, p, st); break;
     case DType::BFloat16: launch_fwd<__nv_bfloat16>(d, p, st); break;

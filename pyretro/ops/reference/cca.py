@@ -50,10 +50,14 @@ def chunked_cross_attention_ref(
     scale: float | None = None,
     rotary: bool = False,
     rope_theta: float = 10000.0,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Reference CCA. q ``[B, N, H, D]``, k/v ``[B, L, K, R, G, D]`` (``G`` kv heads, ``H % G == 0``;
     grouped-query attention when ``G < H``), key_mask ``[B, L, K, R]`` bool (True = valid),
     ``L = ceil(N / chunk_len)``. Returns ``[B, N, H, D]`` in q's dtype.
+
+    ``bias`` ``[H, chunk_len, R]`` (optional position bias): added to the scaled score of query row ``i`` of
+    an attending chunk (``0..chunk_len-1``) and the key at position ``r`` of every neighbour.
 
     Computed in the inputs' dtype (so it doubles as the "same-dtype PyTorch" baseline of the tests);
     differentiable with plain autograd. No input validation: see ``pyretro.ops.chunked_cross_attention``.
@@ -78,6 +82,8 @@ def chunked_cross_attention_ref(
         kpos = torch.arange(R, device=q.device).repeat(K)  # key (k, r) sits at position r
         ks = rope_neox(ks, kpos, rope_theta)
     scores = torch.matmul(qs, ks.transpose(-1, -2)) * scale  # [B, L, H, C, KR]
+    if bias is not None:
+        scores = scores + bias.to(scores.dtype).repeat(1, 1, K)  # [H, C, R] -> [H, C, K*R], key (k, r) -> r
     mask = key_mask.reshape(B, L, 1, 1, K * R)
     any_valid = mask.any(dim=-1, keepdim=True)
     # -inf on invalid keys, but 0 on rows with no valid key so softmax stays finite; the mask multiply
