@@ -25,6 +25,13 @@ def test_sizes_and_overrides():
     assert (cfg.seed, cfg.pretrain_steps) == (3, 7)
     assert cfg.key() != make_config("tiny").key()
     assert cfg.key("vocab_size") == make_config("tiny").key("vocab_size")
+    # an explicit None is a setting too (turns the CCA position bias off), from Python and from `--set`
+    from pyretro.cli.demo import _overrides
+
+    assert make_config("tiny").cca_position_bias == 3.0
+    assert make_config("tiny", cca_position_bias=None).cca_position_bias is None
+    assert make_config("tiny", **_overrides(["cca_position_bias=null"])).cca_position_bias is None
+    assert make_config("tiny", **_overrides(["cca_position_bias=1.5"])).cca_position_bias == 1.5
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -37,6 +44,8 @@ def test_sizes_and_overrides():
     ({"size": "tiny", "retrieval_lr_scale": 0}, "retrieval_lr_scale"),
     ({"size": "tiny", "continue_warmup_steps": -1}, "continue_warmup_steps"),
     ({"size": "tiny", "sft_entities": "all"}, "sft_entities"),
+    ({"size": "tiny", "cca_position_bias": "high"}, "cca_position_bias"),
+    ({"size": "tiny", "cca_position_bias": float("inf")}, "cca_position_bias"),
 ])
 def test_bad_settings(kwargs, match):
     with pytest.raises(ConfigError, match=match):

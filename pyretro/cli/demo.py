@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
     from pyretro.demo import make_config, run_demo
 
-    cfg = make_config(args.size, seed=args.seed, device=args.device, **_overrides(args.set))
+    flags = {k: v for k, v in (("seed", args.seed), ("device", args.device)) if v is not None}  # not given
+    cfg = make_config(args.size, **flags, **_overrides(args.set))
     t0 = time.perf_counter()
     res = run_demo(cfg, args.out, progress=not args.quiet, threads=args.threads)
     out = Path(args.out).resolve()

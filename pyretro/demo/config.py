@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +97,9 @@ class DemoConfig:
             raise ConfigError(f"shared_lead must be in [0, {len(ATTRIBUTES)}] (facts per person), got {self.shared_lead}")
         if not self.retrieval_lr_scale > 0:
             raise ConfigError(f"retrieval_lr_scale must be > 0, got {self.retrieval_lr_scale}")
+        pb = self.cca_position_bias
+        if pb is not None and (isinstance(pb, bool) or not isinstance(pb, (int, float)) or not math.isfinite(pb)):
+            raise ConfigError(f"cca_position_bias must be None or a finite number, got {pb!r}")
         if self.continue_warmup_steps is not None and self.continue_warmup_steps < 0:
             raise ConfigError(f"continue_warmup_steps must be >= 0 or None, got {self.continue_warmup_steps}")
         for name in ("pretrain_steps", "continue_steps", "sft_steps", "qa_eval", "batch_size"):
@@ -130,10 +134,11 @@ SIZES: dict[str, dict[str, Any]] = {
 
 
 def make_config(size: str = "small", **overrides: Any) -> DemoConfig:
-    """The preset ``size`` with ``overrides`` (field=value) applied."""
+    """The preset ``size`` with ``overrides`` (field=value) applied; an explicit None is a value too (e.g.
+    ``cca_position_bias=None`` turns the bias off)."""
     if size not in SIZES:
         raise ConfigError(f"size: expected one of {', '.join(SIZES)}, got {size!r}")
-    values = {**SIZES[size], **{k: v for k, v in overrides.items() if v is not None}}
+    values = {**SIZES[size], **overrides}
     names = {f.name for f in dataclasses.fields(DemoConfig)}
     unknown = set(values) - names
     if unknown:
