@@ -18,7 +18,6 @@ struct CcaDims {
   double scale = 1.0;
   bool rotary = false;
   double theta = 10000.0;
-  bool has_bias = false;
 };
 
 // Checks ranks, shapes, dtypes, devices and contiguity of every view (throws ValueError/TypeError naming

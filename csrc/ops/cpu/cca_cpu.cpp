@@ -65,10 +65,7 @@ CcaDims cca_check(const TensorView& q, const TensorView& k, const TensorView& v,
   }
   PYRETRO_CHECK(std::isfinite(scale), ValueError, "scale must be finite");
   PYRETRO_CHECK(std::isfinite(theta) && theta > 0, ValueError, "rope_theta must be finite and > 0");
-  if (bias) {
-    cca_check_bias(d, q, *bias);
-    d.has_bias = true;
-  }
+  if (bias) cca_check_bias(d, q, *bias);
   return d;
 }
 
@@ -227,7 +224,6 @@ void cca_bwd_cpu(const CcaDims& d, const TensorView& dout, const TensorView& q, 
                  const TensorView& dq, const TensorView& dk, const TensorView& dv, const TensorView* bias,
                  const TensorView* dbias) {
   check_device(q, DeviceType::CPU);
-  PYRETRO_CHECK(!dbias || bias, ValueError, "dbias given without bias");
   TaskArgs a = make_args(d, q);
   a.q = q.data; a.k = k.data; a.v = v.data; a.mask = static_cast<const uint8_t*>(mask.data);
   a.out = out.data; a.lse = lse.data;
