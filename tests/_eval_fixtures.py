@@ -33,3 +33,18 @@ def tiny_models(vocab: int, seed: int = 0, max_seq_len: int = 512, lm_head_bias:
 
 def tiny_models_for(tok, **kw):
     return tiny_models(vocab_size(tok), **kw)
+
+
+def store_and_index(tok, c, out) -> dict:
+    """A chunk store of ``c``'s database documents (tokenized with ``tok``) and its hashing:64 Flat index under
+    ``out``: the paths ``build_database`` returns (store, index, ...)."""
+    from pyretro.retrieval.pipeline import build_database, resolve
+    from pyretro.store import ChunkStoreWriter
+
+    with ChunkStoreWriter(out / "store", chunk_len=CHUNK, tokenizer=tok) as w:
+        for d in c.database_documents:
+            w.add_document(tok.encode(d["text"], add_special_tokens=False).ids)
+    return build_database(resolve({
+        "build": {"out": str(out / "db"), "progress": False}, "store": {"path": str(out / "store")},
+        "embed": {"embedder": "hashing:64", "device": "cpu"}, "index": {"factory": "Flat", "recall_sample": 0},
+        "query": {"k": 2, "chunks_per_sample": 4}}))

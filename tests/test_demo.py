@@ -188,6 +188,12 @@ def test_demo_tiny_end_to_end_and_resume(tmp_path, capsys):
     assert m["stages"]["retrofit_retro"]["curve"], "validation curve missing"
     report = (out / "report.md").read_text()
     assert "Retro / GPT" in report and "Wall time" in report
+    # the demo's database serves re-retrieval outside the demo: the index header rebuilds its fitted embedder
+    assert main(["generate", "--model", str(out / "models/retrofit_retro.safetensors"), "--store",
+                 str(out / "db/database"), "--index", str(out / "db/index"), "--prompt", "The city where",
+                 "--max-new-tokens", "20", "--show-neighbors", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)[0]
+    assert rec["tokens"] > 0 and rec["retrievals"] and all(r["neighbors"] for r in rec["retrievals"])
     # a rerun skips every finished stage and rewrites the same numbers
     assert main(["demo", "--size", "tiny", "--out", str(out), "--quiet"]) == 0
     m2 = json.loads((out / "metrics.json").read_text())

@@ -108,7 +108,8 @@ def test_errors(files, capsys, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
     cases = [
-        (["qa", "--model", tmp_path / "nope.safetensors", "--data", files / "qa.jsonl"], "no such file"),
+        (["qa", "--model", tmp_path / "nope.safetensors", "--data", files / "qa.jsonl"], "does not exist"),
+        (["qa", "--model", tmp_path, "--data", files / "qa.jsonl"], "no model.safetensors and no checkpoint"),
         (["qa", "--model", files / "gpt.safetensors", "--data", tmp_path / "nope.jsonl"], "no such file"),
         (["qa", "--model", files / "gpt.safetensors", "--data", bad], "bad.jsonl:2: invalid JSON"),
         (["qa", "--model", files / "gpt.safetensors", "--data", empty], "holds no records"),
@@ -129,3 +130,17 @@ def test_errors(files, capsys, tmp_path):
         assert code == 1 and msg in err and "Traceback" not in err, (argv, err)
     code, _, err = run(capsys, "qa", "--model", files / "gpt.safetensors", "--data", files / "qa.jsonl", "--quiet")
     assert code == 1 and "--tokenizer is required" in err
+
+
+def test_model_from_checkpoint_directory(files, capsys, tmp_path):
+    """--model takes a checkpoint directory (its model.safetensors) as well as the file itself."""
+    import shutil
+
+    ck = tmp_path / "step_00000007"
+    ck.mkdir()
+    shutil.copy(files / "gpt.safetensors", ck / "model.safetensors")
+    base = ["--data", files / "qa.jsonl", "--tokenizer", files / "tokenizer.json", "--limit", 3, "--json", "--quiet"]
+    code, out, err = run(capsys, "qa", "--model", ck, *base)
+    assert code == 0, err
+    code, out_file, err = run(capsys, "qa", "--model", files / "gpt.safetensors", *base)
+    assert code == 0 and json.loads(out)["results"] == json.loads(out_file)["results"]

@@ -238,19 +238,12 @@ def test_passages_from_a_long_document_are_searched_by_the_question():
 
 def test_retro_retrieve_with_a_real_retriever(setup, tmp_path):
     """A Retriever over a store of the corpus (same tokenizer): every completed chunk queries the index."""
+    from _eval_fixtures import store_and_index
+
     from pyretro.retrieval import Retriever
-    from pyretro.retrieval.pipeline import build_database, resolve
-    from pyretro.store import ChunkStoreWriter
 
     tok, exs, _, retro = setup
-    c = corpus()
-    with ChunkStoreWriter(tmp_path / "store", chunk_len=CHUNK, tokenizer=tok) as w:
-        for d in c.database_documents:
-            w.add_document(tok.encode(d["text"], add_special_tokens=False).ids)
-    paths = build_database(resolve({
-        "build": {"out": str(tmp_path / "db"), "progress": False}, "store": {"path": str(tmp_path / "store")},
-        "embed": {"embedder": "hashing:64", "device": "cpu"}, "index": {"factory": "Flat", "recall_sample": 0},
-        "query": {"k": 2, "chunks_per_sample": 4}}))
+    paths = store_and_index(tok, corpus(), tmp_path)
     r = Retriever.open(paths["store"], paths["index"])
     calls = []
     inner = r.query_chunks

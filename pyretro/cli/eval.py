@@ -12,7 +12,8 @@ MODES = ("gpt", "retro", "retro-decoder", "retro-retrieve")
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", action="append", required=True, metavar="PATH",
-                   help="a model saved by pyretro (.safetensors); repeat to compare a GPT and a Retro model")
+                   help="a model saved by pyretro (.safetensors), a checkpoint directory or a training run directory "
+                        "(its latest checkpoint); repeat to compare a GPT and a Retro model")
     p.add_argument("--tokenizer", help="tokenizer.json or a directory holding one (default: the store's)")
     p.add_argument("--data", required=True, help="evaluation data (see docs/eval.md)")
     p.add_argument("--mode", help=f"comma-separated subset of {','.join(MODES)} (default: all the models allow)")
@@ -72,11 +73,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _load_models(paths: list[str], device: str) -> dict:
     from pyretro.model import RetroModel
     from pyretro.model.io import load
+    from pyretro.train.models import resolve_model_file
 
     models: dict = {}
-    for path in paths:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"--model: no such file: {path}")
+    for given in paths:
+        path = str(resolve_model_file(given, "--model"))
         m = load(path, device=device).eval()
         kind = "retro" if isinstance(m, RetroModel) else "gpt"
         if kind in models:

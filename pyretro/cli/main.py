@@ -13,6 +13,7 @@ COMMANDS = [
     "pyretro.cli.bench",
     "pyretro.cli.train",
     "pyretro.cli.eval",
+    "pyretro.cli.generate",
     "pyretro.cli.demo",
 ]
 

@@ -53,8 +53,9 @@ def build_stores(corpus_dir: Path, out: Path, vocab_size: int, chunk_len: int, p
 
 def make_embedder(db_dir: Path, dim: int) -> HashingEmbedder:
     """The fitted hashing embedder (word unigrams; idf from the database chunks, saved as ``idf.npy``)."""
-    emb = HashingEmbedder(dim, ngram=1, idf=np.load(db_dir / "idf.npy"))
-    emb.spec = f"hashing:{dim}"
+    path = (db_dir / "idf.npy").resolve()
+    emb = HashingEmbedder(dim, ngram=1, idf=np.load(path))
+    emb.spec = f"hashing:{dim},ngram=1,idf={path}"
     return emb
 
 
@@ -66,8 +67,7 @@ def build_retrieval(db_dir: Path, corpus_dir: Path, dim: int, seq_len: int, k: i
     db = stores["database"]
     # idf from the database chunks: rare words (names) count, template words do not
     emb = HashingEmbedder(dim, ngram=1).fit(chunk_texts(db, np.arange(len(db))))
-    np.save(db_dir / "idf.npy", emb.idf)
-    emb.spec = f"hashing:{dim}"
+    emb.save_idf(db_dir / "idf.npy")  # its spec goes into the index header: Retriever.open rebuilds this embedder
     vecs = {}
     for n, s in stores.items():
         path = embed_store(s, emb, db_dir / f"emb_{n}", overwrite=True, progress=progress)

@@ -14,9 +14,9 @@ from pyretro.model import GPT, RetroModel
 from pyretro.train.config import ModelSection, SFTSection
 
 
-def resolve_model_file(path: str | os.PathLike) -> Path:
+def resolve_model_file(path: str | os.PathLike, what: str = "model.init_from") -> Path:
     """A ``.safetensors`` model file, a checkpoint directory (its model.safetensors) or a run directory
-    (its latest checkpoint's) -> the model file."""
+    (its latest checkpoint's) -> the model file. ``what`` names the setting in errors."""
     from pyretro.train.checkpoint import MODEL_FILE, latest_checkpoint
 
     p = Path(path)
@@ -28,8 +28,8 @@ def resolve_model_file(path: str | os.PathLike) -> Path:
         ck = latest_checkpoint(p)
         if ck is not None:
             return ck / MODEL_FILE
-        raise FileNotFoundError(f"model.init_from={str(p)!r}: no {MODEL_FILE} and no checkpoint in this directory")
-    raise FileNotFoundError(f"model.init_from={str(p)!r} does not exist")
+        raise FileNotFoundError(f"{what}={str(p)!r}: no {MODEL_FILE} and no checkpoint in this directory")
+    raise FileNotFoundError(f"{what}={str(p)!r} does not exist")
 
 
 def build_model(cfg: ModelSection) -> GPT | RetroModel:
