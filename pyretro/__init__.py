@@ -16,6 +16,9 @@ def build_info() -> dict[str, Any]:
     info: dict[str, Any] = dict(_C.build_info())
     info["core_version"] = info.get("version")  # a stale in-place build shows up as a different version
     info["version"] = __version__
+    from pyretro._ext import sync_threads
+
+    sync_threads()
     info["threads"] = _C.get_num_threads()
     info["python"] = platform.python_version()
     try:
@@ -28,11 +31,12 @@ def build_info() -> dict[str, Any]:
     return info
 
 
-def set_num_threads(n: int) -> None:
-    """Threads used by pyretro's CPU kernels (default: ``torch.get_num_threads()``)."""
-    from pyretro._ext import _C
+def set_num_threads(n: int | None) -> None:
+    """Pins the threads of pyretro's CPU kernels to ``n``; None or 0 returns to the default, which follows
+    ``torch.get_num_threads()`` at every call (``torch.set_num_threads`` and DataLoader workers apply)."""
+    from pyretro._ext import pin_threads
 
-    _C.set_num_threads(int(n))
+    pin_threads(n)
 
 
 __all__ = ["__version__", "build_info", "set_num_threads"]

@@ -6,6 +6,7 @@ C++-facing tests) and takes precedence over the installed one.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.util
@@ -36,16 +37,53 @@ def _load() -> ModuleType:
 _C = _load()
 
 
-def _init_threads() -> None:
+# Thread count of the CPU kernels: follows torch.get_num_threads() at every call (so torch.set_num_threads, and
+# DataLoader workers, which set 1, apply to pyretro too) until pyretro.set_num_threads pins a count.
+_pinned = False
+_synced = -1
+try:
+    import torch as _torch
+except ImportError:  # numpy-only use of the store: all cores
+    _torch = None
+
+
+def sync_threads() -> None:
+    """Called before each CPU kernel: applies torch's current thread count unless a count is pinned."""
+    global _synced
+    if _pinned or _torch is None:
+        return
+    n = _torch.get_num_threads()
+    if n != _synced:
+        _C.set_num_threads(n)
+        _synced = n
+
+
+def pin_threads(n: int | None) -> None:
+    """``n`` >= 1: pyretro's kernels use ``n`` threads from now on; None or 0: follow torch again."""
+    global _pinned, _synced
+    if n is None or int(n) <= 0:
+        _pinned, _synced = False, -1
+        if _torch is None:
+            _C.set_num_threads(0)
+        sync_threads()
+        return
+    _pinned = True
+    _C.set_num_threads(int(n))
+
+
+@contextlib.contextmanager
+def pinned_threads(n: int | None):
+    """Temporarily pins ``n`` threads (None: leave as is), then restores the previous setting."""
+    before = _C.get_num_threads() if _pinned else None
+    if n is not None:
+        pin_threads(n)
     try:
-        import torch
-
-        _C.set_num_threads(torch.get_num_threads())
-    except ImportError:  # numpy-only use of the store
-        _C.set_num_threads(0)
+        yield
+    finally:
+        pin_threads(before)
 
 
-_init_threads()
+pin_threads(None)
 
 
 @functools.cache

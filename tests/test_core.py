@@ -1,6 +1,7 @@
 """The compiled core loads, reports its build, maps C++ errors to Python ones, and runs its pool."""
 
 import pytest
+import torch
 
 import pyretro
 from pyretro._ext import _C
@@ -28,12 +29,11 @@ def test_exception_translation(kind, exc):
 @pytest.mark.parametrize("threads", [1, 2, 3, 8])
 @pytest.mark.parametrize("n,grain", [(0, 1), (1, 1), (17, 4), (100_003, 1000)])
 def test_parallel_for_covers_range_once(threads, n, grain):
-    old = _C.get_num_threads()
     try:
         pyretro.set_num_threads(threads)
         assert _C._parallel_sum(n, grain) == n * (n - 1) // 2
     finally:
-        _C.set_num_threads(old)
+        pyretro.set_num_threads(None)
 
 
 def test_view_numpy_and_torch():
@@ -57,3 +57,42 @@ def test_cli_info(capsys):
 
     assert main(["info", "--json"]) == 0
     assert '"cuda_compiled"' in capsys.readouterr().out
+
+
+class _ThreadsSeen(torch.utils.data.Dataset):
+    """Each item: the thread count pyretro's kernels use in this (worker) process, after a kernel call."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> int:
+        from pyretro.ops import rope
+
+        rope(torch.randn(1, 4, 1, 8), torch.arange(4))
+        return _C.get_num_threads()
+
+
+def test_thread_count_follows_torch_until_pinned():
+    from pyretro.ops import rope
+
+    def kernel_threads() -> int:
+        rope(torch.randn(1, 4, 1, 8), torch.arange(4))  # any CPU kernel call applies the current setting
+        return _C.get_num_threads()
+
+    old = torch.get_num_threads()
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            assert kernel_threads() == n and pyretro.build_info()["threads"] == n
+        pyretro.set_num_threads(2)  # pinned: torch's count no longer applies
+        torch.set_num_threads(1)
+        assert kernel_threads() == 2 and pyretro.build_info()["threads"] == 2
+        pyretro.set_num_threads(None)  # back to following torch
+        assert kernel_threads() == 1
+        torch.set_num_threads(3)
+        # DataLoader workers run with torch at 1 thread; pyretro's kernels there must not spawn more
+        loader = torch.utils.data.DataLoader(_ThreadsSeen(), num_workers=1, batch_size=None)
+        assert list(loader) == [1, 1]
+    finally:
+        torch.set_num_threads(old)
+        pyretro.set_num_threads(None)

@@ -313,16 +313,14 @@ def test_gather_raw_core(store_and_docs):
 @pytest.mark.parametrize("threads", [1, 3])
 def test_gather_many_ids_threads(store_and_docs, rng, threads):
     import pyretro
-    from pyretro._ext import _C
 
     store, docs = store_and_docs
-    old = _C.get_num_threads()
     try:
         pyretro.set_num_threads(threads)
         ids = rng.integers(-1, len(store), 5000)
         t, m = store.gather(ids)
     finally:
-        _C.set_num_threads(old)
+        pyretro.set_num_threads(None)
     ref_t, ref_m = reference_gather(docs, 8, ids, 16, True)
     np.testing.assert_array_equal(t, ref_t)
     np.testing.assert_array_equal(m, ref_m)

@@ -104,23 +104,20 @@ def _evict(path: Path) -> bool:
 def run(device: str = "cpu", quick: bool = False, **shape_overrides: Any) -> list[dict]:
     if device != "cpu":
         raise ValueError("the chunk store gather benchmark runs on the CPU (device='cpu')")
-    from pyretro._ext import _C
+    from pyretro._ext import pinned_threads
 
     cfg = {**DEFAULTS, **(QUICK if quick else {}), **shape_overrides}
     unknown = set(cfg) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown benchmark parameters: {sorted(unknown)}")
-    old = _C.get_num_threads()
-    if cfg["threads"] is not None:
-        _C.set_num_threads(int(cfg["threads"]))
-    try:
+    with pinned_threads(cfg["threads"]):
         return _run(cfg, quick)
-    finally:
-        _C.set_num_threads(old)
 
 
 def _run(cfg: dict[str, Any], quick: bool) -> list[dict]:
-    from pyretro._ext import _C
+    from pyretro._ext import _C, sync_threads
+
+    sync_threads()  # (a no-op when pinned) so the reported count is the one the gathers use
     from pyretro.store import ChunkStore
 
     q, k, cl, r = cfg["num_queries"], cfg["k"], cfg["chunk_len"], cfg["r"]

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-import pyretro
 from pyretro.benchmarks._params import resolve
 
 DEFAULTS: dict[str, Any] = {
@@ -122,13 +121,11 @@ def run(device: str = "cpu", quick: bool = False, **overrides: Any) -> list[dict
     threads = int(p["threads"])
     old = torch.get_num_threads()
     if threads > 0:
-        torch.set_num_threads(threads)
-        pyretro.set_num_threads(threads)
+        torch.set_num_threads(threads)  # pyretro's kernels follow torch's count
     try:
         return _run(p, torch.device(device))
     finally:
         torch.set_num_threads(old)
-        pyretro.set_num_threads(old)
 
 
 def _run(p: dict, device: torch.device) -> list[dict]:

@@ -34,6 +34,9 @@ _CUDA_COMPILED = _HAS_FUSED and bool(_CORE.build_info()["cuda_compiled"])
 def _C():
     if _CORE is None:
         raise ImportError("pyretro's compiled core is missing (run tools/dev_build.sh or pip install .)")
+    from pyretro._ext import sync_threads
+
+    sync_threads()
     return _CORE
 
 

@@ -91,8 +91,9 @@ def _gather_op(
     continuation: bool,
     check_ids: bool,
 ) -> tuple[Tensor, Tensor]:
-    from pyretro._ext import _C, cuda_compiled
+    from pyretro._ext import _C, cuda_compiled, sync_threads
 
+    sync_threads()
     ids = neighbor_ids.contiguous()
     shape = (*ids.shape, r)
     out = torch.empty(shape, dtype=torch.int64, device=ids.device)

@@ -35,8 +35,9 @@ _INT_DTYPES = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
 def _kernel(x: Tensor):
     """The compiled entry point for ``x``'s device, or None when the core lacks it (a core built before the
     kernels, or a CPU-only build given CUDA tensors): then the plain-PyTorch reference runs instead."""
-    from pyretro._ext import _C, cuda_compiled
+    from pyretro._ext import _C, cuda_compiled, sync_threads
 
+    sync_threads()
     fn = getattr(_C, "rope", None)
     if fn is not None and x.is_cuda and not cuda_compiled():
         _warn_no_cuda()

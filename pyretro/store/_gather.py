@@ -62,8 +62,9 @@ def gather(
     out_mask: Any = None,
     pad_id: int = 0,
 ) -> tuple[Any, Any]:
-    from pyretro._ext import _C
+    from pyretro._ext import _C, sync_threads
 
+    sync_threads()
     ids, ids_torch = normalize_ids(neighbor_ids)
     if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r <= 0:
         raise ValueError(f"r: must be a positive int, got {r!r}")
