@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 
 import pytest
 
@@ -188,10 +189,12 @@ def test_demo_tiny_end_to_end_and_resume(tmp_path, capsys):
     assert m["stages"]["retrofit_retro"]["curve"], "validation curve missing"
     report = (out / "report.md").read_text()
     assert "Retro / GPT" in report and "Wall time" in report
-    # the demo's database serves re-retrieval outside the demo: the index header rebuilds its fitted embedder
-    assert main(["generate", "--model", str(out / "models/retrofit_retro.safetensors"), "--store",
-                 str(out / "db/database"), "--index", str(out / "db/index"), "--prompt", "The city where",
-                 "--max-new-tokens", "20", "--show-neighbors", "--json"]) == 0
+    # the report's "Try it" command runs as printed: the demo's database serves re-retrieval outside the demo
+    # (its index header rebuilds the fitted embedder)
+    block = re.search(r"## Try it.*?```bash\n(.*?)```", report, re.S).group(1).replace("\\\n", " ")
+    argv = shlex.split(block)
+    assert argv[:2] == ["pyretro", "generate"]
+    assert main([*argv[1:], "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)[0]
     assert rec["tokens"] > 0 and rec["retrievals"] and all(r["neighbors"] for r in rec["retrievals"])
     # a rerun skips every finished stage and rewrites the same numbers

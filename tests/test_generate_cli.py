@@ -126,6 +126,8 @@ def test_errors(files, capsys, tmp_path):
     gpt, retro, tk = d / "gpt.safetensors", d / "retro.safetensors", ["--tokenizer", d / "tokenizer.json"]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a"}\n{oops\n')
+    ctx = tmp_path / "ctx.jsonl"
+    ctx.write_text('{"question": "q?", "context": ["a passage"]}\n')
     cases = [
         (["--model", gpt, *tk], "at least one --prompt"),
         (["--model", gpt, "--prompt", "x"], "--tokenizer is required"),
@@ -136,6 +138,7 @@ def test_errors(files, capsys, tmp_path):
         (["--model", gpt, *tk, "--prompt", "x", "--top-p", 0], "--top-p"),
         (["--model", gpt, *tk, "--prompt", "x", "--max-new-tokens", 0], "--max-new-tokens"),
         (["--model", gpt, *tk, "--prompts", bad], "bad.jsonl:2: invalid JSON"),
+        (["--model", gpt, *tk, "--prompts", ctx], "need --chat"),
         (["--model", gpt, *tk, "--prompts", tmp_path / "none.txt"], "no such file"),
         (["--model", tmp_path / "none.safetensors", *tk, "--prompt", "x"], "does not exist"),
     ]

@@ -71,6 +71,8 @@ def _read_prompts(args: argparse.Namespace) -> list[dict[str, Any]]:
                 items.append({"prompt": line, "context": list(args.context)})
     if not items:
         raise ValueError("give at least one --prompt or a --prompts file")
+    if not args.chat and any(it["context"] for it in items):
+        raise ValueError("prompts with 'context' passages need --chat (the passages go into the chat template)")
     return items
 
 

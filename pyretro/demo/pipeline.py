@@ -81,7 +81,7 @@ def run_demo(cfg: DemoConfig, out: str | os.PathLike, *, progress: bool = True,
     from pyretro.demo import database, evaluation, training
     from pyretro.demo.corpus import demo_corpus
     from pyretro.demo.qa_data import build_qa_files
-    from pyretro.demo.report import markdown, plot
+    from pyretro.demo.report import markdown, plot, try_it
     from pyretro.train import RetroDataset
 
     cfg.validate()
@@ -183,7 +183,9 @@ def run_demo(cfg: DemoConfig, out: str | os.PathLike, *, progress: bool = True,
 
     walls = {n: (r["title"], r["wall_s"]) for n, r in st.records.items()}
     png = plot(out / "report.png", m)
-    text = markdown(m, cfg.to_dict(), walls, png.name)
+    first = database.read_jsonl(corpus_dir / "eval.jsonl")[0]["text"]
+    prompt = " ".join(first.split()[:12])  # a held-out person's document: the database holds the others
+    text = markdown(m, cfg.to_dict(), walls, png.name, try_it(str(out), prompt))
     tmp = out / ".report.md.tmp"
     tmp.write_text(text)
     os.replace(tmp, out / "report.md")

@@ -4,6 +4,7 @@ perplexity curves of GPT vs Retro, QA scores per mode)."""
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,26 @@ def _leakage_note(ppl: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
     return [line, ""]
 
 
-def markdown(m: dict[str, Any], cfg: dict[str, Any], walls: dict[str, tuple[str, float]], png: str) -> str:
+def try_it(out: str, prompt: str) -> list[str]:
+    """Report lines: the commands that sample from the demo's Retro model with re-retrieval, and evaluate it."""
+    q = shlex.quote
+    return [
+        "## Try it", "",
+        "Sample from the retro-fitted model, re-retrieving neighbours from the database at every completed chunk, "
+        "and see what was retrieved (the prompt opens a held-out document):", "",
+        "```bash",
+        f"pyretro generate --model {q(out + '/models/retrofit_retro.safetensors')} "
+        f"--tokenizer {q(out + '/db/tokenizer.json')} \\",
+        f"    --store {q(out + '/db/database')} --index {q(out + '/db/index')} --show-neighbors \\",
+        f"    --max-new-tokens 48 --prompt {q(prompt)}",
+        "```", "",
+        "The same with `--no-retrieval` runs the decoder alone; `pyretro eval ppl|qa --model ...` evaluates any of "
+        "`models/*.safetensors` (docs/eval.md).", "",
+    ]
+
+
+def markdown(m: dict[str, Any], cfg: dict[str, Any], walls: dict[str, tuple[str, float]], png: str,
+             try_lines: list[str] = ()) -> str:
     ppl = m["eval_ppl"]
     ratio = ppl["ratio_retro_over_gpt"]
     met = "met" if ratio <= GOAL_RATIO else "NOT met"
@@ -152,6 +172,7 @@ def markdown(m: dict[str, Any], cfg: dict[str, Any], walls: dict[str, tuple[str,
         f"{cfg.get('cca_qk_norm', False)}, position bias {_bias_text(cfg.get('cca_position_bias'))}; encoder + CCA "
         f"trained at {cfg.get('retrieval_lr_scale', 1.0)}x the LR); "
         f"batch {cfg['batch_size']} x {cfg['seq_len']} tokens.", "",
+        *try_lines,
         "## Wall time", "", "| stage | seconds |", "|---|---:|",
         *[f"| {title} | {w:.1f} |" for title, w in walls.values()], f"| **total** | **{total:.1f}** |", "",
     ]
