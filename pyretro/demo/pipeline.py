@@ -184,7 +184,8 @@ def run_demo(cfg: DemoConfig, out: str | os.PathLike, *, progress: bool = True,
     walls = {n: (r["title"], r["wall_s"]) for n, r in st.records.items()}
     png = plot(out / "report.png", m)
     first = database.read_jsonl(corpus_dir / "eval.jsonl")[0]["text"]
-    prompt = " ".join(first.split()[:12])  # a held-out person's document: the database holds the others
+    # a held-out person's document, past its first chunk (Retro reads neighbours from the second chunk on)
+    prompt = " ".join(first.split()[:20])
     text = markdown(m, cfg.to_dict(), walls, png.name, try_it(str(out), prompt))
     tmp = out / ".report.md.tmp"
     tmp.write_text(text)
