@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import threading
 from types import ModuleType
 
 
@@ -47,6 +48,9 @@ except ImportError:  # numpy-only use of the store: all cores
     _torch = None
 
 
+_lock = threading.Lock()  # a pin from another Python thread must not be overwritten by a sync in flight
+
+
 def sync_threads() -> None:
     """Called before each CPU kernel: applies torch's current thread count unless a count is pinned."""
     global _synced
@@ -54,21 +58,24 @@ def sync_threads() -> None:
         return
     n = _torch.get_num_threads()
     if n != _synced:
-        _C.set_num_threads(n)
-        _synced = n
+        with _lock:
+            if not _pinned:
+                _C.set_num_threads(n)
+                _synced = n
 
 
 def pin_threads(n: int | None) -> None:
     """``n`` >= 1: pyretro's kernels use ``n`` threads from now on; None or 0: follow torch again."""
     global _pinned, _synced
-    if n is None or int(n) <= 0:
+    with _lock:
+        if n is not None and int(n) > 0:
+            _pinned = True
+            _C.set_num_threads(int(n))
+            return
         _pinned, _synced = False, -1
         if _torch is None:
             _C.set_num_threads(0)
-        sync_threads()
-        return
-    _pinned = True
-    _C.set_num_threads(int(n))
+    sync_threads()
 
 
 @contextlib.contextmanager

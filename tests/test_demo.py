@@ -197,6 +197,18 @@ def test_demo_tiny_end_to_end_and_resume(tmp_path, capsys):
     assert main([*argv[1:], "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)[0]
     assert rec["tokens"] > 0 and rec["retrievals"] and all(r["neighbors"] for r in rec["retrievals"])
+    # a copied database directory opens without its original idf path (the idf beside the index is used)
+    import shutil
+
+    from pyretro.retrieval import Retriever
+
+    shutil.copytree(out / "db", tmp_path / "moved")
+    (out / "db/idf.npy").rename(out / "db/idf.npy.away")
+    try:
+        r = Retriever.open(tmp_path / "moved/database", tmp_path / "moved/index")
+        assert str(tmp_path / "moved") in r.embedder.spec and len(r.query_chunks(["The city where"], k=2)[0]) == 2
+    finally:
+        (out / "db/idf.npy.away").rename(out / "db/idf.npy")
     # a rerun skips every finished stage and rewrites the same numbers
     assert main(["demo", "--size", "tiny", "--out", str(out), "--quiet"]) == 0
     m2 = json.loads((out / "metrics.json").read_text())

@@ -76,14 +76,26 @@ def test_retro_re_retrieval_matches_the_library_and_shows_neighbours(files, caps
     rec = gen_json(capsys, *common, "--show-neighbors")[0]
     assert rec["completion"] == want
     rets = rec["retrievals"]
-    assert len(rets) == (len(ids) + rec["tokens"]) // CHUNK  # one retrieval per completed chunk
-    nocache = gen_json(capsys, *common, "--show-neighbors", "--no-cache")[0]
-    assert nocache == rec  # the recomputing path gives the cached path's tokens and shows the same retrievals
+    # one retrieval per chunk completed before the last token (a chunk completed by the last token is never read)
+    assert len(rets) == (len(ids) + rec["tokens"] - 1) // CHUNK
+    nocache = gen_json(capsys, *common, "--no-cache")[0]
+    assert nocache["completion"] == want  # the recomputing path gives the cached path's tokens
     # each shown retrieval is what the retriever returns for that chunk
     first = torch.tensor([ids[:CHUNK]])
     nb, mask = rfn(first)
     assert rets[0]["chunk"] == tok.decode(ids[:CHUNK])
     assert rets[0]["neighbors"] == [tok.decode(nb[0, j][mask[0, j]].tolist()) for j in range(nb.shape[1])]
+
+
+def test_show_neighbors_lists_every_chunk_of_repeated_text(files, capsys):
+    d, tok = files["dir"], files["tok"]
+    prompt = " ".join([files["context"][:40]] * 4)  # identical chunks recur
+    ids = tok.encode(prompt, add_special_tokens=False).ids
+    rec = gen_json(capsys, "--model", d / "retro.safetensors", "--store", files["store"], "--index",
+                   files["index"], "--prompt", prompt, "--max-new-tokens", 2 * CHUNK, "--show-neighbors")[0]
+    assert len(rec["retrievals"]) == (len(ids) + rec["tokens"] - 1) // CHUNK
+    assert [r["chunk"] for r in rec["retrievals"][: len(ids) // CHUNK]] == [
+        tok.decode(ids[i: i + CHUNK]) for i in range(0, len(ids) // CHUNK * CHUNK, CHUNK)]
 
 
 def test_chat_passages_are_prompt_and_neighbours(files, capsys, tmp_path):
@@ -117,6 +129,10 @@ def test_sampling_is_seeded(files, capsys):
             "--max-new-tokens", 16, "--temperature", 1.5, "--top-k", 50, "--top-p", 0.95]
     a = gen_json(capsys, *argv, "--seed", 3)
     assert a == gen_json(capsys, *argv, "--seed", 3)
+    # each prompt's sample depends on the seed and its position only, not on the batch it would share
+    two = gen_json(capsys, *argv, "--prompt", "Not many people", "--seed", 3, "--batch-size", 2)
+    assert two[0] == a[0] and two == gen_json(capsys, *argv, "--prompt", "Not many people", "--seed", 3,
+                                              "--batch-size", 1)
     outs = {gen_json(capsys, *argv, "--seed", s)[0]["completion"] for s in range(4)}
     assert len(outs) > 1, "sampling at temperature 1.5 gave the same text for 4 seeds"
 
@@ -128,6 +144,8 @@ def test_errors(files, capsys, tmp_path):
     bad.write_text('{"prompt": "a"}\n{oops\n')
     ctx = tmp_path / "ctx.jsonl"
     ctx.write_text('{"question": "q?", "context": ["a passage"]}\n')
+    badctx = tmp_path / "badctx.jsonl"
+    badctx.write_text('{"question": "q?", "context": 5}\n')
     cases = [
         (["--model", gpt, *tk], "at least one --prompt"),
         (["--model", gpt, "--prompt", "x"], "--tokenizer is required"),
@@ -139,6 +157,11 @@ def test_errors(files, capsys, tmp_path):
         (["--model", gpt, *tk, "--prompt", "x", "--max-new-tokens", 0], "--max-new-tokens"),
         (["--model", gpt, *tk, "--prompts", bad], "bad.jsonl:2: invalid JSON"),
         (["--model", gpt, *tk, "--prompts", ctx], "need --chat"),
+        (["--model", gpt, *tk, "--chat", "--prompts", badctx], "badctx.jsonl:1: 'context' must be a string"),
+        (["--model", retro, *tk, "--prompt", "x", "--store", d / "store", "--index", d / "db/index", "--k", 0],
+         "--k must be >= 1"),
+        (["--model", retro, *tk, "--prompt", "x", "--store", d / "store", "--index", d / "db/index",
+          "--show-neighbors", "--no-cache"], "drop --no-cache"),
         (["--model", gpt, *tk, "--prompts", tmp_path / "none.txt"], "no such file"),
         (["--model", tmp_path / "none.safetensors", *tk, "--prompt", "x"], "does not exist"),
     ]

@@ -37,13 +37,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--seed", type=int, default=0,
+                   help="sampling seed: prompt i samples with seed + i, one prompt at a time")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--no-cache", action="store_true", help="recompute the whole sequence at every step")
     p.add_argument("--show-neighbors", action="store_true",
-                   help="Retro with --store: print the chunks retrieved for each completed chunk (batch of 1)")
+                   help="Retro with --store: print the chunks retrieved for each completed chunk (one prompt "
+                        "at a time, cached path)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print JSON records instead of text")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (shown for more than one batch)")
     p.set_defaults(func=run)
 
 
@@ -66,7 +69,10 @@ def _read_prompts(args: argparse.Namespace) -> list[dict[str, Any]]:
                 if not isinstance(text, str) or not text:
                     raise ValueError(f"{path}:{n}: expected a 'prompt' or 'question' string")
                 ctx = rec.get("context") or list(args.context)
-                items.append({"prompt": text, "context": [ctx] if isinstance(ctx, str) else list(ctx)})
+                ctx = [ctx] if isinstance(ctx, str) else ctx
+                if not isinstance(ctx, list) or not all(isinstance(c, str) for c in ctx):
+                    raise ValueError(f"{path}:{n}: 'context' must be a string or a list of strings")
+                items.append({"prompt": text, "context": ctx})
             else:
                 items.append({"prompt": line, "context": list(args.context)})
     if not items:
@@ -96,10 +102,16 @@ def _check_args(args: argparse.Namespace, is_retro: bool) -> None:
                          "--model is a GPT")
     if args.show_neighbors and not args.store:
         raise ValueError("--show-neighbors needs --store and --index (it prints what re-retrieval found)")
+    if args.show_neighbors and args.no_cache:
+        raise ValueError("--show-neighbors reads the cached path's retrievals (one per chunk); drop --no-cache, "
+                         "which gives the same tokens")
+    if args.k is not None and args.k < 1:
+        raise ValueError(f"--k must be >= 1, got {args.k}")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
+    from tqdm.auto import tqdm
 
     from pyretro.data.chat import ChatTemplate
     from pyretro.eval import gate_for_eval
@@ -140,8 +152,7 @@ def run(args: argparse.Namespace) -> int:
 
         def rfn(chunk_tokens):
             out = base(chunk_tokens)
-            # (batch of 1) once per chunk: without the cache every step re-asks for all completed chunks
-            if args.show_neighbors and all(c != chunk_tokens[0].tolist() for c, _, _ in log):
+            if args.show_neighbors:  # batch of 1, cached path: one call per completed chunk, in order
                 log.append((chunk_tokens[0].tolist(), out[0][0].tolist(), out[1][0].tolist()))
             return out
         source = f"re-retrieved from {args.store} (k={k})"
@@ -151,11 +162,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"pyretro generate: Retro neighbours: {source if source != 'none' else 'none (decoder alone)'}",
               file=sys.stderr)
 
-    gen = torch.Generator(device=args.device).manual_seed(args.seed)
-    bs = 1 if args.show_neighbors else args.batch_size
+    # sampling runs one prompt at a time with its own generator (seed + its index), so a prompt's sample does
+    # not depend on --batch-size, --show-neighbors or the other prompts
+    sampling = args.temperature > 0
+    bs = 1 if args.show_neighbors or sampling else args.batch_size
     records = []
     with gate_for_eval(model, args.gate) if is_retro and source != "none" else nullcontext():
-        for s in range(0, len(items), bs):
+        starts = range(0, len(items), bs)
+        for s in tqdm(starts, desc="generate", unit="batch", disable=len(starts) <= 1 or args.quiet):
             rows = list(range(s, min(s + bs, len(items))))
             kw: dict[str, Any] = {}
             if rfn is not None:
@@ -168,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
             log.clear()
             new = generate(model, [ids[i] for i in rows], max_new_tokens=args.max_new_tokens,
                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, stop_tokens=stops,
-                           pad_id=template.pad_id, use_cache=not args.no_cache, generator=gen, **kw)
+                           pad_id=template.pad_id, use_cache=not args.no_cache,
+                           generator=torch.Generator(device=args.device).manual_seed(args.seed + s), **kw)
             for i, toks in zip(rows, new, strict=True):
                 rec: dict[str, Any] = {"prompt": items[i]["prompt"], "completion": tok.decode(list(toks)),
                                        "tokens": len(toks)}

@@ -186,7 +186,7 @@ def run_demo(cfg: DemoConfig, out: str | os.PathLike, *, progress: bool = True,
     first = database.read_jsonl(corpus_dir / "eval.jsonl")[0]["text"]
     # a held-out person's document, past its first chunk (Retro reads neighbours from the second chunk on)
     prompt = " ".join(first.split()[:20])
-    text = markdown(m, cfg.to_dict(), walls, png.name, try_it(str(out), prompt))
+    text = markdown(m, cfg.to_dict(), walls, png.name, try_it(str(out.resolve()), prompt))
     tmp = out / ".report.md.tmp"
     tmp.write_text(text)
     os.replace(tmp, out / "report.md")

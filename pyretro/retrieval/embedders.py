@@ -112,6 +112,8 @@ class HashingEmbedder:
         if self.idf is None:
             raise ConfigError("HashingEmbedder.save_idf: call fit(texts) first")
         path = Path(path).resolve()
+        if "," in str(path):  # the spec separates options with commas
+            raise ConfigError(f"HashingEmbedder.save_idf: the path may not contain a comma: {path}")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         with open(tmp, "wb") as f:

@@ -156,7 +156,7 @@ class Retriever:
             spec = header.get("embedder_spec")
             if not spec:
                 raise ConfigError(f"{index_path}: header records no embedder_spec; pass embedder=")
-            embedder = make_embedder(spec)
+            embedder = make_embedder(_relocated_idf(spec, Path(index_path)))
         elif isinstance(embedder, str):
             embedder = make_embedder(embedder)
         fp = header.get("embedder")
@@ -208,3 +208,19 @@ class Retriever:
         ids = self.query_chunks(chunks, k, exclude_docs)
         tokens, mask = self.store.gather(ids, with_continuation=with_continuation)
         return ids, tokens, mask
+
+
+def _relocated_idf(spec: str, index_dir: Path) -> str:
+    """A hashing spec whose ``idf=PATH`` no longer exists (the database directory was moved or copied) points at
+    the file of the same name in the index directory or beside it, where one is; the embedder fingerprint
+    (the idf's hash) still guards against a wrong file."""
+    head, sep, rest = spec.partition("idf=")
+    if not sep:
+        return spec
+    path, comma, tail = rest.partition(",")
+    if Path(path).is_file():
+        return spec
+    for cand in (index_dir / Path(path).name, index_dir.parent / Path(path).name):
+        if cand.is_file():
+            return f"{head}idf={cand}{comma}{tail}"
+    return spec
