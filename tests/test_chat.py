@@ -64,3 +64,13 @@ def test_last_turn_must_be_the_answer(tok):
     conv = Conversation.from_dict({"messages": [{"role": "user", "content": "Hi"}]})
     with pytest.raises(ValueError, match="last turn"):
         ChatTemplate(tok).encode(conv)
+
+
+def test_stop_ids_end_token_and_turn_markers(tok):
+    t = ChatTemplate(tok)
+    vocab = tok.get_vocab(with_added_tokens=True)
+    want = {t.eod_id, *(vocab[m] for m in ("<|user|>", "<|assistant|>", "<|context|>", "<|system|>"))}
+    assert set(t.stop_ids()) == want and None not in want
+    wl = Tokenizer(models.WordLevel({"[UNK]": 0, "</s>": 1, "User:": 2}, unk_token="[UNK]"))
+    wl.add_special_tokens(["</s>"])
+    assert ChatTemplate(wl).stop_ids() == [1]  # plain-text markers are not single tokens: only the end token

@@ -14,6 +14,8 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+MAX_PASSAGE_PIECES = 5  # --chat passages as neighbours: at most this many r-token pieces (as `pyretro eval qa`)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="sample text from a saved model (Retro: re-retrieval at every chunk)")
@@ -130,12 +132,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--tokenizer is required (tokenizer.json, or a store directory holding one)")
     tok = check_vocab(model, args.tokenizer or args.store)
     template = ChatTemplate(tok)
-    stops = [template.eod_id] if template.eod_id is not None else []
-    if args.chat:  # a model that opens a new turn has finished its answer
-        vocab = tok.get_vocab(with_added_tokens=True)
-        stops += [vocab[m] for m in template.markers.values() if m in vocab and m.startswith("<|")]
+    if args.chat:
+        stops = template.stop_ids()
         ids = [template.encode_prompt(it["prompt"], it["context"], args.system) for it in items]
     else:
+        stops = [template.eod_id] if template.eod_id is not None else []
         ids = [tok.encode(it["prompt"], add_special_tokens=False).ids for it in items]
     for it, i in zip(items, ids, strict=True):
         if not i:
@@ -175,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
             if rfn is not None:
                 kw["retriever"] = rfn
             elif is_retro and source != "none":
-                nb, nm = passage_neighbors(tok, [items[i]["context"] for i in rows], model.retro.r, 5)
+                nb, nm = passage_neighbors(tok, [items[i]["context"] for i in rows], model.retro.r,
+                                           MAX_PASSAGE_PIECES)
                 kw.update(neighbors=nb.to(args.device), neighbor_mask=nm.to(args.device))
             elif is_retro:
                 kw["retrieval"] = False

@@ -89,6 +89,13 @@ class ChatTemplate:
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
+    def stop_ids(self) -> list[int]:
+        """Token ids that end an answer: the end token, and the role markers of the special-token template (a
+        model that opens a new turn has finished its answer)."""
+        vocab = self.tokenizer.get_vocab(with_added_tokens=True)
+        stops = [self.eod_id] if self.eod_id is not None else []
+        return stops + [vocab[m] for m in self.markers.values() if m in vocab and m.startswith("<|")]
+
     def prompt_text(self, question: str, context: Sequence[str] = (), system: str | None = None) -> str:
         """The prompt for a single question, ending with the assistant marker (generation continues from it)."""
         return self._render_user(question, context, system) + self.markers["assistant"]

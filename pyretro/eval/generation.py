@@ -139,10 +139,7 @@ def generate_texts(
         raise ValueError("mode 'retro-retrieve' needs a retriever")
     tok = check_vocab(model, tokenizer)
     template = ChatTemplate(tok)
-    stops = [template.eod_id] if template.eod_id is not None else []
-    # a model that opens a new turn instead of ending its answer: what follows is not the answer
-    vocab = tok.get_vocab(with_added_tokens=True)
-    stops += [vocab[m] for m in template.markers.values() if m in vocab and m.startswith("<|")]
+    stops = template.stop_ids()
     limit = model.config.max_seq_len - max_new_tokens
     ids = list(ids) if ids is not None else [str(i) for i in range(len(items))]
     prompts, contexts, truncated = [], [], 0
