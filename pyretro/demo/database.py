@@ -21,7 +21,6 @@ from pyretro.retrieval import (
     chunk_texts,
     embed_store,
     groups_from_sample_length,
-    load_index,
     open_embeddings,
 )
 from pyretro.store import ChunkStore
@@ -49,14 +48,6 @@ def build_stores(corpus_dir: Path, out: Path, vocab_size: int, chunk_len: int, p
         if progress:
             print(f"  store {name}: {rep.num_docs} docs, {rep.num_tokens} tokens, {rep.num_chunks} chunks", flush=True)
     return stats
-
-
-def make_embedder(db_dir: Path, dim: int) -> HashingEmbedder:
-    """The fitted hashing embedder (word unigrams; idf from the database chunks, saved as ``idf.npy``)."""
-    path = (db_dir / "idf.npy").resolve()
-    emb = HashingEmbedder(dim, ngram=1, idf=np.load(path))
-    emb.spec = f"hashing:{dim},ngram=1,idf={path}"
-    return emb
 
 
 def build_retrieval(db_dir: Path, corpus_dir: Path, dim: int, seq_len: int, k: int,
@@ -105,7 +96,6 @@ def retrieval_quality(db_dir: Path, corpus_dir: Path) -> dict[str, float]:
     return out
 
 
-def open_retriever(db_dir: Path, dim: int) -> Retriever:
-    """Online retriever over the database (the index + the fitted embedder)."""
-    index, _ = load_index(db_dir / "index")
-    return Retriever(ChunkStore.open(db_dir / "database"), index, make_embedder(db_dir, dim))
+def open_retriever(db_dir: Path) -> Retriever:
+    """Online retriever over the database: the embedder comes from the index header, as for any user."""
+    return Retriever.open(db_dir / "database", db_dir / "index")

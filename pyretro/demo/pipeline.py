@@ -115,7 +115,7 @@ def run_demo(cfg: DemoConfig, out: str | os.PathLike, *, progress: bool = True,
 
     def qa_data() -> dict[str, Any]:
         qa = database.read_jsonl(corpus_dir / "qa.jsonl")
-        return build_qa_files(qa, database.open_retriever(db, cfg.embed_dim), out / "qa", passages=cfg.qa_passages,
+        return build_qa_files(qa, database.open_retriever(db), out / "qa", passages=cfg.qa_passages,
                               r=cfg.r, n_eval=cfg.qa_eval, seed=cfg.seed, kind=cfg.qa_passage_kind,
                               sft_entities=cfg.sft_entities)
     m["qa_data"] = st.run("qa_data", "QA data: retrieve context passages for every question", qa_data)
@@ -178,7 +178,7 @@ def run_demo(cfg: DemoConfig, out: str | os.PathLike, *, progress: bool = True,
     m["examples"] = st.run("examples", "answers generated with re-retrieval", lambda: {
         "examples": evaluation.examples_with_reretrieval(
             models / "sft_retro.safetensors", out / "qa" / "qa_eval.jsonl", db / "tokenizer.json",
-            database.open_retriever(db, cfg.embed_dim), n=cfg.examples, k=cfg.k_train, max_context=cfg.qa_passages,
+            database.open_retriever(db), n=cfg.examples, k=cfg.k_train, max_context=cfg.qa_passages,
             max_new_tokens=cfg.qa_max_new_tokens, device=cfg.device)})
 
     walls = {n: (r["title"], r["wall_s"]) for n, r in st.records.items()}
