@@ -42,6 +42,8 @@ def test_sizes_and_overrides():
     ({"size": "tiny", "k_train": 9}, "k_saved"),
     ({"size": "tiny", "pretrain_steps": 0}, "pretrain_steps"),
     ({"size": "tiny", "shared_lead": 10}, "shared_lead"),
+    ({"size": "tiny", "reading_docs": -1}, "reading_docs"),
+    ({"size": "tiny", "reading_questions": 10}, "reading_questions"),
     ({"size": "tiny", "retrieval_lr_scale": 0}, "retrieval_lr_scale"),
     ({"size": "tiny", "continue_warmup_steps": -1}, "continue_warmup_steps"),
     ({"size": "tiny", "sft_entities": "all"}, "sft_entities"),
@@ -144,6 +146,8 @@ def test_stage_keys_follow_dependencies():
         assert ka(name) == kb(name), name
     for name in ("sft_gpt", "sft_retro", "eval_qa", "examples"):
         assert ka(name) != kb(name), name
+    kc = _stage_key(make_config("tiny", reading_docs=1))  # a corpus setting redoes everything after the corpus
+    assert all(ka(name) != kc(name) for name in ("corpus", "ingest", "pretrain_gpt", "eval_qa"))
 
 
 def test_fresh_run_dir_keeps_only_same_settings(tmp_path):

@@ -126,6 +126,9 @@ def test_write_jsonl_roundtrip(tmp_path, corpus):
         ({"heldout_fraction": 1.5}, "heldout_fraction"),
         ({"shared_lead": -1}, "shared_lead"),
         ({"shared_lead": 10}, "shared_lead"),
+        ({"reading_docs": -1}, "reading_docs"),
+        ({"reading_questions": 0}, "reading_questions"),
+        ({"reading_questions": 10}, "reading_questions"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -154,3 +157,42 @@ def test_shared_lead_opens_every_document_of_an_entity_and_the_rest_varies():
     # stock documents of one entity rarely open alike beyond the intro
     openings = Counter(tuple(re.split(r"(?<=\.) ", d["text"])[1:3]) for d in stock.documents)
     assert max(openings.values()) < 4
+
+
+def test_reading_documents_answer_questions_from_their_own_text_for_training_people_only():
+    stock = generate(40, 4, seed=5, shared_lead=3)
+    rd = generate(40, 4, seed=5, shared_lead=3, reading_docs=2, reading_questions=4)
+    assert rd.params["reading_docs"] == 2 and rd.params["reading_questions"] == 4
+    reading = [d for d in rd.documents if "-r" in d["id"]]
+    # the other documents and all QA records are unchanged (reading documents draw from their own stream)
+    assert [d for d in rd.documents if "-r" not in d["id"]] == stock.documents
+    def strip(q):
+        return {k: v for k, v in q.items() if k != "context_ids"}
+    assert [strip(q) for q in rd.qa] == [strip(q) for q in stock.qa]
+    for q, q0 in zip(rd.qa, stock.qa, strict=True):  # a training person's context also lists its reading documents
+        extra = set(q["context_ids"]) - set(q0["context_ids"])
+        assert extra == ({f"{q['entity']}-r0", f"{q['entity']}-r1"} if q["split"] == "train" else set())
+    ents = {e.id: e for e in rd.entities}
+    train = [e for e in rd.entities if not e.heldout]
+    assert len(reading) == 2 * len(train) and {d["entity"] for d in reading} == {e.id for e in train}
+    assert all(d["split"] == "train" for d in reading)
+    questions = {a: [q.format(F="{F}") for q in qs] for a, qs in synthetic._QUESTIONS.items()}
+    for d in reading:
+        e = ents[d["entity"]]
+        body, *qa = d["text"].split("\nQuestion: ")
+        assert len(qa) == 4 and all(e.facts[a] in body for a in ATTRIBUTES)  # the answers precede the questions
+        asked = []
+        for block in qa:
+            q, ans = block.split("\nAnswer: ")
+            attr = next(a for a, qs in questions.items() if q in [t.format(F=e.name) for t in qs])
+            assert ans == e.facts[attr]
+            asked.append(attr)
+        assert len(set(asked)) == 4  # distinct questions
+    assert not any("Question:" in d["text"] for d in rd.documents if ents[d["entity"]].heldout)
+    # two reading documents of one person ask different questions or word the text differently
+    by = Counter(d["entity"] for d in reading)
+    assert set(by.values()) == {2}
+    pairs = {}
+    for d in reading:
+        pairs.setdefault(d["entity"], []).append(d["text"])
+    assert all(a != b for a, b in pairs.values())

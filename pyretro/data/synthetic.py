@@ -333,8 +333,17 @@ def _document(e: Entity, rng: random.Random, filler: tuple[int, int], lead: tupl
     return " ".join(sentences)
 
 
+def _reading_document(e: Entity, rng: random.Random, filler: tuple[int, int], lead: tuple[list[str], set[str]],
+                      n_questions: int) -> str:
+    """A document of ``e`` followed by questions about it and their answers (reading-comprehension text, as web
+    corpora hold in FAQs and quizzes): the text that teaches a model to answer from what precedes in its context."""
+    qa = [f"Question: {rng.choice(_QUESTIONS[a]).format(F=e.name)}\nAnswer: {e.facts[a]}"
+          for a in rng.sample(ATTRIBUTES, n_questions)]
+    return _document(e, rng, filler, lead) + "\n" + "\n".join(qa)
+
+
 def _check(num_entities: int, docs_per_entity: int, eval_docs_per_entity: int, heldout_fraction: float,
-           shared_lead: int = 0) -> None:
+           shared_lead: int = 0, reading_docs: int = 0, reading_questions: int = 3) -> None:
     if num_entities < 1:
         raise ValueError(f"num_entities must be >= 1, got {num_entities}")
     if docs_per_entity < 2:
@@ -348,13 +357,19 @@ def _check(num_entities: int, docs_per_entity: int, eval_docs_per_entity: int, h
         raise ValueError(f"heldout_fraction must be in [0, 1], got {heldout_fraction}")
     if not 0 <= shared_lead <= len(ATTRIBUTES):
         raise ValueError(f"shared_lead must be in [0, {len(ATTRIBUTES)}] (facts per entity), got {shared_lead}")
+    if reading_docs < 0:
+        raise ValueError(f"reading_docs must be >= 0, got {reading_docs}")
+    if not 1 <= reading_questions <= len(ATTRIBUTES):
+        raise ValueError(f"reading_questions must be in [1, {len(ATTRIBUTES)}] (facts per entity), got {reading_questions}")
 
 
 def _iter_entities(
     num_entities: int, docs_per_entity: int, seed: int, heldout_fraction: float, eval_docs_per_entity: int,
-    filler: tuple[int, int], num_cities: int, num_companies: int, shared_lead: int = 0,
+    filler: tuple[int, int], num_cities: int, num_companies: int, shared_lead: int = 0, reading_docs: int = 0,
+    reading_questions: int = 3,
 ) -> Iterator[tuple[Entity, list[dict[str, Any]]]]:
-    _check(num_entities, docs_per_entity, eval_docs_per_entity, heldout_fraction, shared_lead)
+    _check(num_entities, docs_per_entity, eval_docs_per_entity, heldout_fraction, shared_lead, reading_docs,
+           reading_questions)
     cities, companies = _make_pools(seed, num_cities, num_companies)
     for i in range(num_entities):
         e = _entity(i, seed, cities, companies, heldout_fraction)
@@ -367,6 +382,11 @@ def _iter_entities(
             else:
                 split = "eval" if j >= docs_per_entity - eval_docs_per_entity else "retrieval"
             docs.append({"id": f"{e.id}-d{j}", "entity": e.id, "split": split, "text": _document(e, rng, filler, lead)})
+        if not e.heldout:  # a held-out person's questions are the evaluation's: never answered in training text
+            rrng = random.Random(f"pyretro-synthetic-reading-{seed}-{i}")  # own stream: other documents unchanged
+            for j in range(reading_docs):
+                text = _reading_document(e, rrng, filler, lead, reading_questions)
+                docs.append({"id": f"{e.id}-r{j}", "entity": e.id, "split": "train", "text": text})
         yield e, docs
 
 
@@ -381,11 +401,13 @@ def iter_documents(
     num_cities: int = 200,
     num_companies: int = 150,
     shared_lead: int = 0,
+    reading_docs: int = 0,
+    reading_questions: int = 3,
 ) -> Iterator[dict[str, Any]]:
     """Streams the documents of :func:`generate` (same arguments, same documents) in constant memory."""
     for _, docs in _iter_entities(
         num_entities, docs_per_entity, seed, heldout_fraction, eval_docs_per_entity, filler, num_cities, num_companies,
-        shared_lead,
+        shared_lead, reading_docs, reading_questions,
     ):
         yield from docs
 
@@ -401,6 +423,8 @@ def generate(
     num_cities: int = 200,
     num_companies: int = 150,
     shared_lead: int = 0,
+    reading_docs: int = 0,
+    reading_questions: int = 3,
 ) -> SyntheticCorpus:
     """Generates ``num_entities`` entities with ``docs_per_entity`` documents each (~600 bytes per document).
 
@@ -411,11 +435,14 @@ def generate(
     ``shared_lead`` > 0 opens every document of an entity with the same canonical lead: an intro and that many
     fact sentences in one fixed wording and order (the standard biography that articles about a person reuse);
     the other facts follow in varied wording and order. 0 (the default): every document worded independently.
+    ``reading_docs`` > 0 adds that many reading-comprehension documents per training entity (``{id}-r{j}``, split
+    ``train``): a document of the entity followed by ``reading_questions`` of its questions, each with its answer.
+    Held-out entities get none, so their questions (the QA evaluation) are never answered in training text.
     """
     entities, documents, qa = [], [], []
     for e, docs in _iter_entities(
         num_entities, docs_per_entity, seed, heldout_fraction, eval_docs_per_entity, filler, num_cities, num_companies,
-        shared_lead,
+        shared_lead, reading_docs, reading_questions,
     ):
         entities.append(e)
         documents.extend(docs)
@@ -435,6 +462,7 @@ def generate(
         "num_entities": num_entities, "docs_per_entity": docs_per_entity, "heldout_fraction": heldout_fraction,
         "eval_docs_per_entity": eval_docs_per_entity, "filler": list(filler), "num_cities": num_cities,
         "num_companies": num_companies, "shared_lead": shared_lead,
+        "reading_docs": reading_docs, "reading_questions": reading_questions,
     }
     return SyntheticCorpus(entities=entities, documents=documents, qa=qa, seed=seed, params=params)
 

@@ -28,6 +28,10 @@ class DemoConfig:
     # fact sentences every document of an entity opens with, in one fixed wording (a canonical biography, as
     # articles about a person reuse one): the text a Retro neighbour continues in step with; 0 = none
     shared_lead: int = 7
+    # reading-comprehension documents per training person (a document, then questions about it with answers):
+    # text that teaches answering from what precedes in the context; held-out people get none
+    reading_docs: int = 0
+    reading_questions: int = 3  # questions per reading document
     # tokenizer / store / retrieval
     vocab_size: int = 2048
     chunk_len: int = 32
@@ -95,6 +99,11 @@ class DemoConfig:
             raise ConfigError(f"sft_entities must be 'train' or 'heldout', got {self.sft_entities!r}")
         if not 0 <= self.shared_lead <= len(ATTRIBUTES):
             raise ConfigError(f"shared_lead must be in [0, {len(ATTRIBUTES)}] (facts per person), got {self.shared_lead}")
+        if self.reading_docs < 0:
+            raise ConfigError(f"reading_docs must be >= 0, got {self.reading_docs}")
+        if not 1 <= self.reading_questions <= len(ATTRIBUTES):
+            raise ConfigError(f"reading_questions must be in [1, {len(ATTRIBUTES)}] (facts per person), "
+                              f"got {self.reading_questions}")
         if not self.retrieval_lr_scale > 0:
             raise ConfigError(f"retrieval_lr_scale must be > 0, got {self.retrieval_lr_scale}")
         pb = self.cca_position_bias

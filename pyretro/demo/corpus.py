@@ -46,7 +46,9 @@ def spell_full_names(corpus: SyntheticCorpus, share: float = 1.0, seed: int = 0)
 
 
 def demo_corpus(num_entities: int, docs_per_entity: int, seed: int, heldout_fraction: float,
-                full_name_share: float, shared_lead: int = 0) -> SyntheticCorpus:
-    c = generate(num_entities, docs_per_entity, seed, heldout_fraction=heldout_fraction, shared_lead=shared_lead)
+                full_name_share: float, shared_lead: int = 0, reading_docs: int = 0,
+                reading_questions: int = 3) -> SyntheticCorpus:
+    c = generate(num_entities, docs_per_entity, seed, heldout_fraction=heldout_fraction, shared_lead=shared_lead,
+                 reading_docs=reading_docs, reading_questions=reading_questions)
     c.params["full_name_share"] = full_name_share
     return spell_full_names(c, full_name_share, seed)

@@ -24,7 +24,8 @@ from pyretro.demo.stages import StageRunner
 
 # the settings each stage's output depends on, beyond those of the stages it reads (see _stage_key)
 _FIELDS = {
-    "corpus": ("num_entities", "docs_per_entity", "heldout_fraction", "full_name_share", "shared_lead", "seed"),
+    "corpus": ("num_entities", "docs_per_entity", "heldout_fraction", "full_name_share", "shared_lead", "reading_docs",
+               "reading_questions", "seed"),
     "ingest": ("vocab_size", "chunk_len"),
     "retrieval": ("embed_dim", "seq_len", "k_saved"),
     "qa_data": ("qa_passages", "qa_passage_kind", "qa_eval", "neighbor_len", "sft_entities"),
@@ -102,7 +103,7 @@ def run_demo(cfg: DemoConfig, out: str | os.PathLike, *, progress: bool = True,
 
     def corpus() -> dict[str, Any]:
         c = demo_corpus(cfg.num_entities, cfg.docs_per_entity, cfg.seed, cfg.heldout_fraction, cfg.full_name_share,
-                        cfg.shared_lead)
+                        cfg.shared_lead, cfg.reading_docs, cfg.reading_questions)
         c.write(corpus_dir)
         return {"entities": len(c.entities), "heldout_entities": sum(e.heldout for e in c.entities),
                 "documents": {s: len(c.split(s)) for s in ("train", "retrieval", "eval")}, "qa": len(c.qa)}

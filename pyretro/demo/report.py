@@ -160,7 +160,9 @@ def markdown(m: dict[str, Any], cfg: dict[str, Any], walls: dict[str, tuple[str,
         f"(share {cfg['full_name_share']})" + (
             f"; each document opens with its entity's canonical lead (an intro and {cfg['shared_lead']} fact sentences, "
             "worded alike in every document about that person), the rest is worded independently."
-            if cfg.get("shared_lead") else "."),
+            if cfg.get("shared_lead") else ".") + (
+            f" Plus {cfg['reading_docs']} reading document(s) per training person: a document, then "
+            f"{cfg['reading_questions']} questions about it with their answers." if cfg.get("reading_docs") else ""),
         *[f"- Store `{n}`: {s['docs']} documents, {s['tokens']} tokens, {s['chunks']} chunks of {cfg['chunk_len']}"
           for n, s in stores.items()],
         f"- Retrieval: {ret['embedder']}, faiss `{ret['index']}`. The first neighbour of a held-out chunk is a "
