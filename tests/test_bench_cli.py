@@ -104,3 +104,22 @@ def test_overrides_parse_and_reject():
     assert _parse_overrides("B=2,scale=0.5,dtype=bfloat16") == {"B": 2, "scale": 0.5, "dtype": "bfloat16"}
     with pytest.raises(ValueError, match="KEY=VALUE"):
         _parse_overrides("B2")
+
+
+def test_model_bench_compiled_rows_are_relative_to_the_compiled_gpt():
+    from pyretro.benchmarks.model import run
+
+    rows = run("cpu", quick=True, layers=6, d_model=32, heads=2, vocab=64, seq=128, chunk_len=16, reps=1,
+               narrow_encoder=16, cca_kv_heads=0, generation=0, compile=1, compile_backend="eager")
+    by = {r["name"]: r for r in rows}
+    gpt, gptc = by["gpt train step"], by["gpt train step, compiled"]
+    assert gptc["baseline"] == "gpt train step" and gptc["baseline_ms"] == gpt["time_ms"]
+    compiled = [r for r in rows if r["name"].startswith("retro") and r["name"].endswith("compiled")]
+    eager = [r for r in rows if r["name"].startswith("retro") and r["name"].endswith("fused ops")]
+    assert len(compiled) == len(eager) == 2  # the default and the narrow encoder, each eager and compiled
+    for r in compiled:
+        assert r["baseline"] == "gpt train step, compiled" and r["baseline_ms"] == gptc["time_ms"]
+        assert r["cost_x"] == pytest.approx(r["time_ms"] / gptc["time_ms"])  # one round: the ratio of the times
+        assert r["flops_x"] > 1
+    for r in eager:
+        assert r["baseline"] == "gpt train step" and r["cost_x"] == pytest.approx(r["time_ms"] / gpt["time_ms"])

@@ -34,8 +34,12 @@ DEFAULTS: dict[str, Any] = {
     # RETRO used a 896-wide encoder under decoders up to 4096 wide; this is the same ratio class.
     "narrow_encoder": 128,
     "cca_kv_heads": 2,  # grouped-query CCA variant (0 = skip it)
-    "optimizer": 1,
-    "generation": 1,  # 0 skips the generation rows  # 1: the step includes AdamW's update (fwd+bwd+optimizer); 0: forward + backward only
+    "optimizer": 1,  # 1: the step includes AdamW's update (fwd+bwd+optimizer); 0: forward + backward only
+    # 1: also time torch.compile'd (inductor) steps of the GPT and of each Retro variant, fused ops (adds minutes
+    # of compilation); their cost is relative to the compiled GPT
+    "compile": 0,
+    "compile_backend": "inductor",
+    "generation": 1,  # 0 skips the generation rows
     "gen_prompt": 64,
     "gen_new": 32,
     "gen_batch": 4,
@@ -123,6 +127,12 @@ def run(device: str = "cpu", quick: bool = False, **overrides: Any) -> list[dict
                     step()
             name = f"retro ({label}), {'fused' if fused else 'reference'} ops"
             steps[name], info[name] = run_step, sh
+        if p["compile"]:
+            step = _train_step(torch.compile(retro, backend=p["compile_backend"]), tokens, neighbors, optimizer=opt)
+            name = f"retro ({label}), fused ops, compiled"
+            steps[name], info[name] = step, sh
+    if p["compile"]:
+        steps["gpt, compiled"] = _train_step(torch.compile(gpt, backend=p["compile_backend"]), tokens, optimizer=opt)
     for fn in steps.values():  # warm-up
         fn()
     times: dict[str, list[float]] = {n: [] for n in steps}
@@ -138,14 +148,20 @@ def run(device: str = "cpu", quick: bool = False, **overrides: Any) -> list[dict
 
     rows.append(dict(name=f"gpt {what}", shape=shape, time_ms=med["gpt"], tok_s=step_tokens / med["gpt"] * 1e3,
                      baseline=None, baseline_ms=None, ratio=None))
+    if "gpt, compiled" in steps:
+        c = rel("gpt, compiled", "gpt")
+        rows.append(dict(name=f"gpt {what}, compiled", shape=shape, time_ms=med["gpt, compiled"],
+                         tok_s=step_tokens / med["gpt, compiled"] * 1e3, baseline=f"gpt {what}",
+                         baseline_ms=med["gpt"], ratio=1 / c, cost_x=c))
     for n in steps:
-        if n == "gpt":
+        if n.startswith("gpt"):
             continue
-        c = rel(n, "gpt")
+        base = "gpt, compiled" if n.endswith("compiled") else "gpt"  # compiled Retro vs compiled GPT
+        c = rel(n, base)
         label = n[n.index("(") + 1: n.rindex(")")]
         rows.append(dict(name=n.replace("retro", f"retro {what}"), shape=info[n], time_ms=med[n],
-                         tok_s=step_tokens / med[n] * 1e3, baseline=f"gpt {what}", baseline_ms=med["gpt"],
-                         ratio=1 / c, cost_x=c, **info[f"flops {label}"]))
+                         tok_s=step_tokens / med[n] * 1e3, baseline=f"{base.replace('gpt', f'gpt {what}')}",
+                         baseline_ms=med[base], ratio=1 / c, cost_x=c, **info[f"flops {label}"]))
         if n.endswith("fused ops") and n.replace("fused", "reference") in times:
             ref = n.replace("fused", "reference")
             c = rel(n, ref)

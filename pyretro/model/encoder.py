@@ -15,12 +15,12 @@ from pyretro.model.layers import MLP, Attention, make_norm
 
 
 def key_padding_mask(valid: Tensor) -> Tensor | None:
-    """``valid [N, T]`` -> SDPA mask ``[N, 1, 1, T]``, or None when nothing is masked.
+    """``valid [N, T]`` -> SDPA mask ``[N, 1, 1, T]``, or None when nothing is masked (eager mode).
 
     Rows with no valid key (a missing neighbour) keep key 0 so softmax stays finite; their output is never
     read (CCA masks those keys), and finite values keep NaN out of the gradients.
     """
-    if bool(valid.all()):
+    if not torch.compiler.is_compiling() and bool(valid.all()):  # compiled: always a mask, no host sync
         return None
     empty = ~valid.any(dim=1, keepdim=True)
     first = torch.zeros_like(valid)

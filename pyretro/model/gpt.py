@@ -143,7 +143,10 @@ class GPT(nn.Module):
         end = tokens.shape[1] + (0 if state is None else state.length)
         if self.pos_emb is not None and end > self.config.max_seq_len:
             raise ValueError(f"tokens: sequence length {end} > max_seq_len={self.config.max_seq_len}")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.config.vocab_size):
+        # Reading the ids is a host sync that would split a torch.compile graph: eager only (compiled, the
+        # embedding lookup's own bounds check still rejects them).
+        if (tokens.numel() and not torch.compiler.is_compiling()
+                and (int(tokens.min()) < 0 or int(tokens.max()) >= self.config.vocab_size)):
             raise ValueError(f"tokens: ids must lie in [0, {self.config.vocab_size}), got "
                              f"[{int(tokens.min())}, {int(tokens.max())}]")
 
