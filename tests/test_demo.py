@@ -113,6 +113,13 @@ def test_partial_share_is_seeded():
     assert n(plain) < n(a) < n(full)
 
 
+def test_reading_documents_leave_the_other_documents_unchanged_at_a_partial_share():
+    base = demo_corpus(40, 4, seed=0, heldout_fraction=0.2, full_name_share=0.5, shared_lead=3)
+    rd = demo_corpus(40, 4, seed=0, heldout_fraction=0.2, full_name_share=0.5, shared_lead=3, reading_docs=1)
+    assert [d for d in rd.documents if "-r" not in d["id"]] == base.documents
+    assert len(rd.documents) > len(base.documents)
+
+
 def test_stage_runner_skips_and_reruns(tmp_path):
     calls = []
     keys = {"a": "k1", "b": "k2"}
@@ -148,6 +155,10 @@ def test_stage_keys_follow_dependencies():
         assert ka(name) != kb(name), name
     kc = _stage_key(make_config("tiny", reading_docs=1))  # a corpus setting redoes everything after the corpus
     assert all(ka(name) != kc(name) for name in ("corpus", "ingest", "pretrain_gpt", "eval_qa"))
+    # without reading documents their question count changes nothing, and keys are those from before the setting
+    assert _stage_key(make_config("tiny", reading_questions=5))("corpus") == ka("corpus")
+    assert ka("corpus") == a.key("num_entities", "docs_per_entity", "heldout_fraction", "full_name_share",
+                                 "shared_lead", "seed")
 
 
 def test_fresh_run_dir_keeps_only_same_settings(tmp_path):

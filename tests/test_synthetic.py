@@ -166,6 +166,7 @@ def test_reading_documents_answer_questions_from_their_own_text_for_training_peo
     reading = [d for d in rd.documents if "-r" in d["id"]]
     # the other documents and all QA records are unchanged (reading documents draw from their own stream)
     assert [d for d in rd.documents if "-r" not in d["id"]] == stock.documents
+
     def strip(q):
         return {k: v for k, v in q.items() if k != "context_ids"}
     assert [strip(q) for q in rd.qa] == [strip(q) for q in stock.qa]
@@ -176,7 +177,6 @@ def test_reading_documents_answer_questions_from_their_own_text_for_training_peo
     train = [e for e in rd.entities if not e.heldout]
     assert len(reading) == 2 * len(train) and {d["entity"] for d in reading} == {e.id for e in train}
     assert all(d["split"] == "train" for d in reading)
-    questions = {a: [q.format(F="{F}") for q in qs] for a, qs in synthetic._QUESTIONS.items()}
     for d in reading:
         e = ents[d["entity"]]
         body, *qa = d["text"].split("\nQuestion: ")
@@ -184,7 +184,7 @@ def test_reading_documents_answer_questions_from_their_own_text_for_training_peo
         asked = []
         for block in qa:
             q, ans = block.split("\nAnswer: ")
-            attr = next(a for a, qs in questions.items() if q in [t.format(F=e.name) for t in qs])
+            attr = next(a for a, qs in synthetic._QUESTIONS.items() if q in [t.format(F=e.name) for t in qs])
             assert ans == e.facts[attr]
             asked.append(attr)
         assert len(set(asked)) == 4  # distinct questions
@@ -196,3 +196,5 @@ def test_reading_documents_answer_questions_from_their_own_text_for_training_peo
     for d in reading:
         pairs.setdefault(d["entity"], []).append(d["text"])
     assert all(a != b for a, b in pairs.values())
+    kw = dict(seed=5, shared_lead=3, reading_docs=2, reading_questions=4)
+    assert list(iter_documents(40, 4, **kw)) == rd.documents  # streaming yields the same documents

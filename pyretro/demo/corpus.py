@@ -25,12 +25,13 @@ def spell_full_names(corpus: SyntheticCorpus, share: float = 1.0, seed: int = 0)
         raise ValueError(f"share must be in [0, 1], got {share}")
     if share == 0.0:
         return corpus
-    rng = random.Random(f"pyretro-demo-names-{seed}")
     ents = {e.id: e for e in corpus.entities}
     for doc in corpus.documents:
         e = ents[doc["entity"]]
+        # one stream per document: adding documents (e.g. reading documents) leaves every other one unchanged
+        rng = random.Random(f"pyretro-demo-names-{seed}-{doc['id']}")
 
-        def sub(repl: str, keep_suffix: bool = False):
+        def sub(repl: str, keep_suffix: bool = False, rng: random.Random = rng):
             def f(m: re.Match) -> str:
                 if rng.random() >= share:
                     return m.group(0)
