@@ -166,7 +166,7 @@ def run(device: str = "cpu", quick: bool = False, **overrides: Any) -> list[dict
         c = rel(n, base)
         label = n[n.index("(") + 1: n.rindex(")")]
         rows.append(dict(name=n.replace("retro", f"retro {what}"), shape=info[n], time_ms=med[n],
-                         tok_s=step_tokens / med[n] * 1e3, baseline=f"{base.replace('gpt', f'gpt {what}')}",
+                         tok_s=step_tokens / med[n] * 1e3, baseline=base.replace("gpt", f"gpt {what}"),
                          baseline_ms=med[base], ratio=1 / c, cost_x=c, **info[f"flops {label}"]))
         if n.endswith("fused ops") and n.replace("fused", "reference") in times:
             ref = n.replace("fused", "reference")

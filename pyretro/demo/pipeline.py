@@ -56,12 +56,15 @@ def stage_fields(name: str) -> list[str]:
     return seen + [f for f in _FIELDS[name] if f not in seen]
 
 
-# settings that change nothing at their default: left out of the keys then, so adding them kept old outputs valid
-_INERT = {"reading_questions": lambda cfg: cfg.reading_docs == 0, "reading_docs": lambda cfg: cfg.reading_docs == 0}
+def _inert(cfg: DemoConfig) -> set[str]:
+    """Settings that change nothing at their values in ``cfg``: left out of the keys, so adding a setting with
+    such a default keeps earlier output directories valid."""
+    return {"reading_docs", "reading_questions"} if cfg.reading_docs == 0 else set()
 
 
 def _stage_key(cfg: DemoConfig):
-    return lambda name: cfg.key(*[f for f in stage_fields(name) if not (f in _INERT and _INERT[f](cfg))])
+    inert = _inert(cfg)
+    return lambda name: cfg.key(*[f for f in stage_fields(name) if f not in inert])
 
 
 def fresh_run_dir(run_dir: Path, key: str) -> None:
