@@ -110,13 +110,18 @@ def test_model_bench_compiled_rows_are_relative_to_the_compiled_gpt():
     from pyretro.benchmarks.model import run
 
     rows = run("cpu", quick=True, layers=6, d_model=32, heads=2, vocab=64, seq=128, chunk_len=16, reps=1,
-               narrow_encoder=16, cca_kv_heads=0, generation=0, compile=1, compile_backend="eager")
+               narrow_encoder=16, cca_kv_heads=1, generation=0, compile=1, compile_backend="eager")
     by = {r["name"]: r for r in rows}
     gpt, gptc = by["gpt train step"], by["gpt train step, compiled"]
     assert gptc["baseline"] == "gpt train step" and gptc["baseline_ms"] == gpt["time_ms"]
     compiled = [r for r in rows if r["name"].startswith("retro") and r["name"].endswith("compiled")]
     eager = [r for r in rows if r["name"].startswith("retro") and r["name"].endswith("fused ops")]
-    assert len(compiled) == len(eager) == 2  # the default and the narrow encoder, each eager and compiled
+    # the default, grouped-query CCA, the narrow encoder and both, each eager and compiled
+    assert len(compiled) == len(eager) == 4
+    flops = {r["name"]: r["flops_x"] for r in eager}
+    narrow = flops["retro train step (encoder width 16), fused ops"]
+    both = flops["retro train step (encoder width 16 + grouped-query CCA, 1 kv heads), fused ops"]
+    assert 1 < both < narrow < flops["retro train step (default: encoder width = d_model, full-head CCA), fused ops"]
     for r in compiled:
         assert r["baseline"] == "gpt train step, compiled" and r["baseline_ms"] == gptc["time_ms"]
         assert r["cost_x"] == pytest.approx(r["time_ms"] / gptc["time_ms"])  # one round: the ratio of the times

@@ -22,9 +22,13 @@ def test_qa_record_masks_exactly_answer_and_eod(tok):
                                    "context": ["Ann lives in Riltan.", "Bob is a baker."]})
     ids, mask = t.encode(conv)
     assert ids.shape == mask.shape and mask.dtype == bool
-    assert _decode(tok, ids[mask]) == "Riltan<|eod|>"
+    assert _decode(tok, ids[mask]) == " Riltan<|eod|>"
     assert _decode(tok, ids) == ("<|user|><|context|>Ann lives in Riltan.\n<|context|>Bob is a baker.\n"
-                                 "Where does Ann live?\n<|assistant|>Riltan<|eod|>")
+                                 "Where does Ann live?\n<|assistant|> Riltan<|eod|>")
+    # the answer is spelt in the passage's own tokens (after a space), not in a word-initial split
+    answer = list(ids[mask][:-1])
+    passage = tok.encode("Ann lives in Riltan.", add_special_tokens=False).ids
+    assert any(passage[i:i + len(answer)] == answer for i in range(len(passage)))
     # the eval prompt is the training sample's prefix, byte for byte
     prompt = t.encode_prompt("Where does Ann live?", ["Ann lives in Riltan.", "Bob is a baker."])
     assert list(ids[: len(prompt)]) == prompt and not mask[: len(prompt)].any()
@@ -38,10 +42,10 @@ def test_multi_turn_last_answer_only_or_all(tok):
         {"role": "user", "content": "Colour?"}, {"role": "assistant", "content": "teal"}]})
     assert conv.system == "Be brief." and len(conv.turns) == 4
     ids, mask = t.encode(conv)
-    assert _decode(tok, ids).startswith("<|system|>Be brief.\n<|user|>Hi\n<|assistant|>Hello<|eod|>\n<|user|>")
-    assert _decode(tok, ids[mask]) == "teal<|eod|>"
+    assert _decode(tok, ids).startswith("<|system|>Be brief.\n<|user|>Hi\n<|assistant|> Hello<|eod|>\n<|user|>")
+    assert _decode(tok, ids[mask]) == " teal<|eod|>"
     _, mask_all = t.encode(conv, all_turns=True)
-    assert _decode(tok, ids[mask_all]) == "Hello<|eod|>teal<|eod|>"
+    assert _decode(tok, ids[mask_all]) == " Hello<|eod|> teal<|eod|>"
 
 
 def test_plain_markers_for_a_tokenizer_without_chat_specials():
@@ -50,7 +54,7 @@ def test_plain_markers_for_a_tokenizer_without_chat_specials():
     wl.add_special_tokens(["</s>"])
     t = ChatTemplate(wl)
     assert t.markers["user"] == "User: " and t.eod_id == 1
-    assert t.prompt_text("q", ["p"]) == "User: Context: p\nq\nAssistant: "
+    assert t.prompt_text("q", ["p"]) == "User: Context: p\nq\nAssistant:"
 
 
 @pytest.mark.parametrize("bad", [{"messages": []}, {"messages": [{"role": "bot", "content": "x"}]},

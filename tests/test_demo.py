@@ -201,9 +201,11 @@ def test_demo_tiny_end_to_end_and_resume(tmp_path, capsys):
         assert ppl[mode]["ppl"] > 1 and ppl[mode]["tokens"] > 0
     assert ppl["ratio_retro_over_gpt"] == pytest.approx(ppl["retro"]["ppl"] / ppl["gpt"]["ppl"])
     assert set(m["stages"]["eval_qa"]["table"]) == {"gpt (closed-book)", "gpt", "retro", "retro-decoder"}
+    copy = m["stages"]["eval_qa"]["copying"]
+    assert set(copy) == {"gpt", "retro-decoder"} and all(v["first_nll"] > 0 for v in copy.values())
     assert m["stages"]["retrofit_retro"]["curve"], "validation curve missing"
     report = (out / "report.md").read_text()
-    assert "Retro / GPT" in report and "Wall time" in report
+    assert "Retro / GPT" in report and "Wall time" in report and "In-context copying" in report
     # the report's "Try it" command runs as printed: the demo's database serves re-retrieval outside the demo
     # (its index header rebuilds the fitted embedder)
     block = re.search(r"## Try it.*?```bash\n(.*?)```", report, re.S).group(1).replace("\\\n", " ")

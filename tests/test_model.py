@@ -120,6 +120,26 @@ def test_decoder_only_modes_equal_gpt():
     assert not torch.allclose(half, full)
 
 
+def test_compiled_gate_follows_set_gate_and_loaded_state():
+    """Compiled forwards read the gate's Python mirror (no host sync): set_gate and a loaded state dict must
+    both reach it, or a compiled model would keep running (or skipping) retrieval after the gate changed."""
+    gpt, model = tiny_retro()
+    gpt, model = gpt.float(), model.float()
+    tokens, nb = inputs()
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        ref, live = gpt(tokens), model(tokens, nb)
+        torch.testing.assert_close(compiled(tokens, nb), live)
+        model.set_gate(0.0)
+        torch.testing.assert_close(compiled(tokens, nb), ref)
+        sd = {k: v.clone() for k, v in model.state_dict().items()}
+        model.set_gate(1.0)
+        torch.testing.assert_close(compiled(tokens, nb), live)
+        model.load_state_dict(sd)  # gate 0 from the file
+        assert model.retro.gate == 0.0
+        torch.testing.assert_close(compiled(tokens, nb), ref)
+
+
 def test_freeze_decoder():
     gpt = tiny_gpt()
     model = RetroModel.from_gpt(gpt, RetroConfig(chunk_len=4, cca_layers=(2,)), freeze_decoder=True)
@@ -432,8 +452,7 @@ def test_training_forward_compiles_to_one_graph_and_matches_eager(case):
     FLOP floor (bench/RESULTS.md, Models). Numerics checked with aot_eager (inductor's codegen is not run here)."""
     gpt, model = tiny_retro()
     retro = case != "gpt"
-    model = model if retro else gpt
-    model.train()
+    model = (model if retro else gpt).float().train()  # float32, as training runs (float64 hid a gate graph break)
     tokens, nb = inputs(N=16)
     extra: tuple = ()
     if case == "retro, masked neighbours":

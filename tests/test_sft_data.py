@@ -48,8 +48,8 @@ def _qa(corpus, n, with_context=True):
     return out
 
 
-def _answer_ids(tmpl, answer):
-    return tmpl.tokenizer.encode(answer, add_special_tokens=False).ids + [tmpl.eod_id]
+def _answer_ids(tmpl, answer):  # an answer is rendered after one space (pyretro.data.chat)
+    return tmpl.tokenizer.encode(" " + answer, add_special_tokens=False).ids + [tmpl.eod_id]
 
 
 def test_mask_covers_exactly_the_answer(corpus, tmpl, tmp_path):

@@ -2,8 +2,8 @@
 decoder, fused ``pyretro.ops`` vs their plain-PyTorch references, and generation with / without the KV cache.
 
 Retro variants: the default config (encoder width = d_model, full-head CCA, as Megatron-LM), grouped-query
-CCA (``cca_kv_heads``), and a narrow encoder (``encoder_d_model``, RETRO's 896-wide encoder under wider
-decoders). ``flops_x`` is the matmul-FLOP ratio of the step, which bounds what any implementation can reach.
+CCA (``cca_kv_heads``), a narrow encoder (``encoder_d_model``, RETRO's 896-wide encoder under wider
+decoders), and both together. ``flops_x`` is the matmul-FLOP ratio of the step, which bounds what any implementation can reach.
 
 Rows follow ``pyretro.benchmarks`` (``ratio`` = baseline_ms / time_ms, > 1 = faster than the baseline);
 ``cost_x`` = time_ms / baseline_ms is the slowdown factor the Retro goal is stated in (<= 1.15x a GPT step).
@@ -114,7 +114,11 @@ def run(device: str = "cpu", quick: bool = False, **overrides: Any) -> list[dict
         variants.append((f"grouped-query CCA, {p['cca_kv_heads']} kv heads", dict(cca_kv_heads=p["cca_kv_heads"])))
     if p["narrow_encoder"]:
         w = p["narrow_encoder"]
-        variants.append((f"encoder width {w}", dict(encoder_d_model=w, encoder_heads=max(1, w // 64))))
+        narrow = dict(encoder_d_model=w, encoder_heads=max(1, w // 64))
+        variants.append((f"encoder width {w}", narrow))
+        if p["cca_kv_heads"]:  # both: the cheapest Retro of the same function class (docs/model.md)
+            variants.append((f"encoder width {w} + grouped-query CCA, {p['cca_kv_heads']} kv heads",
+                             dict(narrow, cca_kv_heads=p["cca_kv_heads"])))
     for vi, (label, extra) in enumerate(variants):
         retro = RetroModel.from_gpt(gpt, RetroConfig(chunk_len=m, num_neighbors=k, **extra))
         retro.train()

@@ -187,8 +187,10 @@ def run(args: argparse.Namespace) -> int:
                            pad_id=template.pad_id, use_cache=not args.no_cache,
                            generator=torch.Generator(device=args.device).manual_seed(args.seed + s), **kw)
             for i, toks in zip(rows, new, strict=True):
-                rec: dict[str, Any] = {"prompt": items[i]["prompt"], "completion": tok.decode(list(toks)),
-                                       "tokens": len(toks)}
+                text = tok.decode(list(toks))
+                if args.chat:  # an answer follows its marker after one space (pyretro.data.chat)
+                    text = text.removeprefix(" ")
+                rec: dict[str, Any] = {"prompt": items[i]["prompt"], "completion": text, "tokens": len(toks)}
                 if args.show_neighbors:
                     rec["retrievals"] = [{"chunk": tok.decode(c), "neighbors": [
                         tok.decode([t for t, ok in zip(n, m, strict=True) if ok]) for n, m in zip(nbs, ms, strict=True)]}

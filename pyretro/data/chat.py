@@ -5,12 +5,17 @@ used by both sides, so a prompt at evaluation is byte-for-byte what the model sa
 
     <|system|>{system}\\n                       (optional)
     <|user|><|context|>{passage 1}\\n ... <|context|>{passage n}\\n{question}\\n
-    <|assistant|>{answer}<|eod|>
+    <|assistant|> {answer}<|eod|>
     <|user|>{next question}\\n                   (multi-turn: more user/assistant pairs)
     <|assistant|>...
 
+The answer starts with a space: with a byte-level BPE a word is one token after a space (`` maroon``) and
+several others without one (``m ar oon``), and the passage states the answer mid-sentence, after a space.
+Without the space the answer is spelt in tokens the passage never uses, and a small model cannot copy it
+from its context (measured: docs/demo.md). Generated answers are stripped.
+
 Role markers are the special tokens of a tokenizer trained by :func:`pyretro.data.tokenizer.train_bpe`; a
-user's tokenizer without them gets plain-text markers (``System: ``, ``User: ``, ``Assistant: ``,
+user's tokenizer without them gets plain-text markers (``System: ``, ``User: ``, ``Assistant:``,
 ``Context: ``) and its own end-of-text token.
 """
 
@@ -24,12 +29,12 @@ import numpy as np
 
 from pyretro.data.tokenizer import special_ids
 
-__all__ = ["ROLES", "ChatTemplate", "Conversation", "Turn"]
+__all__ = ["ROLES", "ChatTemplate", "Conversation", "Turn", "answer_text"]
 
 ROLES = ("system", "user", "assistant")
 
 _SPECIAL = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>", "context": "<|context|>"}
-_PLAIN = {"system": "System: ", "user": "User: ", "assistant": "Assistant: ", "context": "Context: "}
+_PLAIN = {"system": "System: ", "user": "User: ", "assistant": "Assistant:", "context": "Context: "}
 
 
 @dataclass
@@ -73,6 +78,11 @@ class Conversation:
             turns.append(Turn(role, content))
         ctx = d.get("context") or []
         return cls(turns, [ctx] if isinstance(ctx, str) else [str(c) for c in ctx], system)
+
+
+def answer_text(content: str) -> str:
+    """An assistant turn as rendered after its marker: one leading space (see the module docstring)."""
+    return content if not content or content[0].isspace() else " " + content
 
 
 class ChatTemplate:
@@ -128,7 +138,7 @@ class ChatTemplate:
                 mask += [False] * len(piece)
             else:
                 head = self._ids(self.markers["assistant"])
-                body = self._ids(t.content) + ([self.eod_id] if self.eod_id is not None else [])
+                body = self._ids(answer_text(t.content)) + ([self.eod_id] if self.eod_id is not None else [])
                 counts = all_turns or i == last
                 ids += head + body
                 mask += [False] * len(head) + [counts] * len(body)

@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from pyretro.data.tokenizer import load_tokenizer
-from pyretro.eval import evaluate_perplexity, evaluate_qa, evaluate_qa_modes, load_qa_jsonl
+from pyretro.data.tokenizer import load_tokenizer, special_ids
+from pyretro.eval import copy_probe, evaluate_perplexity, evaluate_qa, evaluate_qa_modes, load_qa_jsonl
 from pyretro.model.io import load
 from pyretro.retrieval import Retriever
 from pyretro.train import RetroDataset
@@ -105,6 +105,20 @@ def answer_nll(gpt_path: Path, retro_path: Path, qa_file: Path, tokenizer_path: 
             tot += float(lm_loss(logits, ids, mask)) * k
             cnt += k
         out[label] = {"answer_nll": tot / max(cnt, 1), "answer_tokens": cnt}
+    return out
+
+
+def copying(gpt_path: Path, retro_path: Path, tokenizer_path: Path, *, device: str) -> dict[str, dict[str, float]]:
+    """In-context copying of the instruction-tuned models (``pyretro.eval.copy_probe``, Retro's decoder alone):
+    answering from a passage needs it, so the report shows it next to QA."""
+    # ordinary tokens only: the demo's BPE numbers its special tokens first
+    low = max((i for i in special_ids(load_tokenizer(tokenizer_path)).values() if i is not None), default=-1) + 1
+    out = {}
+    for label, path in (("gpt", gpt_path), ("retro-decoder", retro_path)):
+        model = load(path, device=device)
+        length = min(64, model.config.max_seq_len // 2)
+        r = copy_probe(model, low=low, length=length)
+        out[label] = {"first_nll": r.first_nll, "second_nll": r.second_nll, "length": length}
     return out
 
 

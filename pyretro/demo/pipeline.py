@@ -181,7 +181,9 @@ def run_demo(cfg: DemoConfig, out: str | os.PathLike, *, progress: bool = True,
                                     device=cfg.device)
         for label, row in table.items():
             row.update(nll.get(label, {}))
-        return {"table": table}
+        copy = evaluation.copying(models / "sft_gpt.safetensors", models / "sft_retro.safetensors",
+                                  db / "tokenizer.json", device=cfg.device)
+        return {"table": table, "copying": copy}
     m["eval_qa"] = st.run("eval_qa", "QA on held-out entities: 4 modes", qa)
     m["examples"] = st.run("examples", "answers generated with re-retrieval", lambda: {
         "examples": evaluation.examples_with_reretrieval(

@@ -81,6 +81,30 @@ def _sft_note(qa_data: dict[str, Any], cfg: dict[str, Any]) -> str:
     return f"Instruction tuning: {cfg['sft_steps']} steps on {n} of the training set (answerable from memory too)."
 
 
+# nats per token the second reading of a random sequence must save to count as copying from the context
+COPY_GAIN = 0.5
+
+
+def _copy_note(copy: dict[str, dict[str, float]] | None) -> list[str]:
+    """What the copy probe says about answering from the prompt (absent in runs from before session 8)."""
+    if not copy:
+        return []
+    g, r = copy["gpt"], copy["retro-decoder"]
+    head = (f"In-context copying (pyretro.eval.copy_probe: a random {g['length']}-token sequence read twice; NLL of "
+            f"the first / second reading, nats/token): GPT {g['first_nll']:.2f} / {g['second_nll']:.2f}, Retro's "
+            f"decoder {r['first_nll']:.2f} / {r['second_nll']:.2f}. ")
+    gains = {k: v["first_nll"] - v["second_nll"] for k, v in copy.items()}
+    if max(gains.values()) < COPY_GAIN:
+        tail = ("Neither predicts the repeat better than the first reading: no attention that finds and copies "
+                "earlier tokens (induction heads) has formed, the mechanism language models use to lift a span out "
+                "of their prompt. Every fact of this corpus recurs often enough to be memorized, so pretraining "
+                "never needed copying from the context (docs/demo.md).")
+    else:
+        tail = "; ".join(f"{k} reads the repeat {v:.2f} nats/token cheaper" for k, v in gains.items()) + \
+            ": attention that copies from the context has formed."
+    return [head + tail, ""]
+
+
 def _leakage_note(ppl: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
     """Where the gain comes from: the Retro / GPT ratio on all chunks vs on the leakage-filtered ones."""
     g, r = ppl["gpt"].get("clean_ppl"), ppl["retro"].get("clean_ppl")
@@ -151,6 +175,7 @@ def markdown(m: dict[str, Any], cfg: dict[str, Any], walls: dict[str, tuple[str,
         "and as encoder neighbours. `retro-decoder`: in the prompt, encoder ablated (InstructRetro's decoder alone). "
         f"The passages contain the answer for {100 * m['qa_data']['qa_eval']['context_recall']:.0f}% of the questions "
         "(an upper bound on EM). " + _sft_note(m["qa_data"], cfg), "",
+        *_copy_note(qa.get("copying")),
         "### Answers generated with re-retrieval (Retro, neighbours retrieved at every completed chunk)", "",
         *[f"- Q: {e['question']} → **{e['prediction'] or '(empty)'}** (reference: {e['answers'][0]})"
           for e in m["examples"]["examples"]], "",

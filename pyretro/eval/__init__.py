@@ -2,6 +2,7 @@
 summarization (ROUGE) for GPT, Retro and Retro's decoder alone; reports. See docs/eval.md."""
 
 from pyretro.eval._models import MODES, gate_for_eval, resolve_gate
+from pyretro.eval.copying import CopyProbe, copy_probe
 from pyretro.eval.data import (
     QAExample,
     SummExample,
@@ -26,6 +27,7 @@ from pyretro.eval.summarization import (
 
 __all__ = [
     "MODES", "gate_for_eval", "resolve_gate",
+    "CopyProbe", "copy_probe",
     "QAExample", "SummExample", "load_documents", "load_qa_jsonl", "load_summarization_jsonl",
     "qa_examples_from_records", "read_jsonl", "summarization_examples_from_records",
     "generate_texts", "passage_neighbors", "retriever_fn",

@@ -20,6 +20,7 @@ position (u+1)*m - 1, past the end). With left padding, CCA and the encoder work
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -49,7 +50,13 @@ class RetroModel(nn.Module):
             for _ in self.cca_layers
         )
         self.register_buffer("gate", torch.tensor(float(retro.gate)))
+        self.register_load_state_dict_post_hook(RetroModel._sync_gate)
         self.reset_retrieval_parameters()
+
+    @staticmethod
+    def _sync_gate(module: nn.Module, incompatible_keys: Any) -> None:
+        """A loaded gate buffer updates the Python mirror that compiled forwards read."""
+        module.retro.gate = float(module.gate)
 
     # ---------------------------------------------------------------- construction
     def reset_retrieval_parameters(self) -> None:
@@ -133,7 +140,10 @@ class RetroModel(nn.Module):
         if state is not None and state.length > 0:
             return self._decode_step(tokens, state)
         dec = self.decoder
-        if not retrieval or neighbors is None or (state is None and float(self.gate) == 0.0):
+        # compiled: the Python mirror of the gate (a guard, recompiles when set_gate changes it) instead of the
+        # buffer, whose value is a host sync and a graph break
+        gate_off = self.retro.gate == 0.0 if torch.compiler.is_compiling() else float(self.gate) == 0.0
+        if not retrieval or neighbors is None or (state is None and gate_off):
             if state is not None:
                 state.retrieval = False
             return dec(tokens, attention_mask, state=state)
