@@ -138,6 +138,11 @@ def test_compiled_gate_follows_set_gate_and_loaded_state():
         model.load_state_dict(sd)  # gate 0 from the file
         assert model.retro.gate == 0.0
         torch.testing.assert_close(compiled(tokens, nb), ref)
+    # models built from one RetroConfig keep their own gates
+    rc = RetroConfig(chunk_len=4, num_neighbors=2, neighbor_len=6, cca_layers=(2, 4))
+    a, b = RetroModel.from_gpt(gpt, rc), RetroModel.from_gpt(gpt, rc)
+    a.set_gate(0.0)
+    assert b.retro.gate == 1.0 and rc.gate == 1.0
 
 
 def test_freeze_decoder():

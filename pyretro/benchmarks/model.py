@@ -3,7 +3,8 @@ decoder, fused ``pyretro.ops`` vs their plain-PyTorch references, and generation
 
 Retro variants: the default config (encoder width = d_model, full-head CCA, as Megatron-LM), grouped-query
 CCA (``cca_kv_heads``), a narrow encoder (``encoder_d_model``, RETRO's 896-wide encoder under wider
-decoders), and both together. ``flops_x`` is the matmul-FLOP ratio of the step, which bounds what any implementation can reach.
+decoders), and both together. ``flops_x`` is the matmul-FLOP ratio of the step, which bounds what any
+implementation can reach.
 
 Rows follow ``pyretro.benchmarks`` (``ratio`` = baseline_ms / time_ms, > 1 = faster than the baseline);
 ``cost_x`` = time_ms / baseline_ms is the slowdown factor the Retro goal is stated in (<= 1.15x a GPT step).

@@ -1,7 +1,8 @@
 """In-context copying probe: is a random token sequence easier to predict the second time the model reads it?
 
-Answering from a passage in the prompt needs attention that finds and copies earlier tokens (induction heads).
-A model without them scores the same loss on both copies; one with them predicts the repeat almost exactly.
+Language models lift spans out of their prompt with attention that finds and copies earlier tokens (induction
+heads). A model without them scores the same loss on both copies; one with them predicts the repeat almost
+exactly. (A narrow, learned lookup, e.g. of one kind of fact, can work without them: it is a general check.)
 Random tokens keep memorized text out of it. The demo reports it next to QA: its small models, trained on a
 corpus whose facts can be memorized, never formed such heads (docs/demo.md).
 """

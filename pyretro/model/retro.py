@@ -19,6 +19,7 @@ position (u+1)*m - 1, past the end). With left padding, CCA and the encoder work
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -38,7 +39,8 @@ class RetroModel(nn.Module):
     def __init__(self, config: GPTConfig, retro: RetroConfig) -> None:
         super().__init__()
         retro.validate(config)
-        self.config, self.retro = config, retro
+        # its own copy: set_gate writes the gate into it, which must not reach other models built from `retro`
+        self.config, self.retro = config, dataclasses.replace(retro)
         self.decoder = GPT(config)
         self.cca_layers = retro.resolved_cca_layers(config.n_layers)  # 1-based, as in the papers
         self._cca_index = {n - 1: j for j, n in enumerate(self.cca_layers)}  # 0-based block -> cca slot
