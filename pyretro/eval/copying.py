@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from pyretro.model import lm_loss
 
 __all__ = ["CopyProbe", "copy_probe"]
 
@@ -55,7 +56,9 @@ def copy_probe(model: nn.Module, *, low: int = 0, high: int | None = None, lengt
         logits = model(x)
     finally:
         model.train(was_training)
-    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), x[:, 1:], reduction="none")  # [B, 2L-1]
-    # nll[:, t] scores token t+1: the first copy's targets are tokens 1..L-1; the second copy's L+1..2L-1 (its
-    # first token, where the repeat starts, cannot be foreseen)
-    return CopyProbe(float(nll[:, : length - 1].mean()), float(nll[:, length:].mean()))
+    # targets of the first copy: tokens 1..L-1; of the second: L+1..2L-1 (its first token, where the repeat
+    # starts, cannot be foreseen)
+    pos = torch.arange(2 * length, device=dev).expand(batch, -1)
+    first = lm_loss(logits, x, (pos >= 1) & (pos < length))
+    second = lm_loss(logits, x, pos > length)
+    return CopyProbe(float(first), float(second))
