@@ -6,10 +6,11 @@ import json
 import re
 import shlex
 
+import numpy as np
 import pytest
 
 from pyretro.demo import SIZES, make_config
-from pyretro.demo.corpus import demo_corpus, spell_full_names
+from pyretro.demo.corpus import demo_corpus, practice_people, spell_full_names
 from pyretro.demo.stages import StageRunner
 from pyretro.errors import ConfigError
 
@@ -49,6 +50,12 @@ def test_sizes_and_overrides():
     ({"size": "tiny", "sft_entities": "all"}, "sft_entities"),
     ({"size": "tiny", "cca_position_bias": "high"}, "cca_position_bias"),
     ({"size": "tiny", "cca_position_bias": float("inf")}, "cca_position_bias"),
+    ({"size": "tiny", "practice_people": -1}, "practice_people"),
+    ({"size": "tiny", "bursty_steps": 5}, "practice people"),
+    ({"size": "tiny", "sft_data": "practice"}, "practice people"),
+    ({"size": "tiny", "practice_people": 10, "sft_data": "reading"}, "sft_data"),
+    ({"size": "tiny", "practice_people": 10, "bursty_steps": 5, "bursty_seq_len": 1}, "bursty_seq_len"),
+    ({"size": "tiny", "practice_seq_len": 0}, "practice_seq_len"),
 ])
 def test_bad_settings(kwargs, match):
     with pytest.raises(ConfigError, match=match):
@@ -102,6 +109,32 @@ def test_qa_files_tune_on_train_or_disjoint_heldout_entities(tmp_path, monkeypat
         qa_data.build_qa_files(one, None, tmp_path / "y", passages=1, r=8, n_eval=5, seed=0, sft_entities="heldout")
 
 
+def test_practice_people_pairs_and_conversations():
+    main = demo_corpus(20, 3, seed=1, heldout_fraction=0.2, full_name_share=1.0, shared_lead=7)
+    avoid = {e.name for e in main.entities}
+    pairs, convs = practice_people(30, 77, shared_lead=7, avoid_names=avoid)
+    assert len(pairs) == len(convs) == 30
+    assert [p["entity"] for p in pairs] == [c["entity"] for c in convs]
+    c = demo_corpus(30, 3, seed=77, heldout_fraction=0.0, full_name_share=1.0, shared_lead=7)
+    ents = {e.id: e for e in c.entities}
+    for p, conv in zip(pairs, convs, strict=True):
+        e = ents[p["entity"]]
+        first, second = p["text"].split("\n\n")
+        # both documents are about the person and open with the same canonical lead: the second is readable
+        # from the first
+        assert e.name in first and e.name in second and first != second
+        assert first.split(". ")[1:4] == second.split(". ")[1:4]
+        msgs = conv["messages"]
+        assert [m["role"] for m in msgs] == ["user", "assistant"] * 9
+        assert sorted(m["content"] for m in msgs[1::2]) == sorted(e.facts.values())
+        assert all(m["content"] in conv["context"][0] for m in msgs[1::2])  # the passage answers every question
+        assert conv["context"][0] not in (first, second)
+    assert practice_people(30, 77, 7, avoid) == (pairs, convs)  # seeded
+    clash = {ents[pairs[0]["entity"]].name}
+    kept, _ = practice_people(30, 77, 7, clash)
+    assert len(kept) == 29 and pairs[0] not in kept
+
+
 def test_partial_share_is_seeded():
     a = demo_corpus(8, 2, seed=1, heldout_fraction=0.2, full_name_share=0.5)
     b = demo_corpus(8, 2, seed=1, heldout_fraction=0.2, full_name_share=0.5)
@@ -142,7 +175,8 @@ def test_stage_runner_skips_and_reruns(tmp_path):
     assert st.ran == ["b"] and st.skipped == ["a"]
 
 
-def test_stage_keys_follow_dependencies():
+def test_stage_keys_follow_dependencies(monkeypatch):
+    from pyretro.demo import pipeline
     from pyretro.demo.pipeline import _stage_key, stage_fields
 
     assert "pretrain_steps" in stage_fields("continue_gpt") and "sft_steps" not in stage_fields("retrofit_retro")
@@ -155,10 +189,25 @@ def test_stage_keys_follow_dependencies():
         assert ka(name) != kb(name), name
     kc = _stage_key(make_config("tiny", reading_docs=1))  # a corpus setting redoes everything after the corpus
     assert all(ka(name) != kc(name) for name in ("corpus", "ingest", "pretrain_gpt", "eval_qa"))
-    # without reading documents their question count changes nothing, and keys are those from before the setting
+    # without reading documents their question count changes nothing
     assert _stage_key(make_config("tiny", reading_questions=5))("corpus") == ka("corpus")
-    assert ka("corpus") == a.key("num_entities", "docs_per_entity", "heldout_fraction", "full_name_share",
-                                 "shared_lead", "seed")
+    # a new output version of a stage (an upgrade) redoes it and what reads it, nothing before it
+    before = {n: ka(n) for n in pipeline._FIELDS}
+    monkeypatch.setitem(pipeline._VERSIONS, "retrieval", pipeline._VERSIONS["retrieval"] + 1)
+    kv = _stage_key(a)
+    assert [n for n in before if kv(n) == before[n]] == ["corpus", "ingest", "practice"]
+    monkeypatch.undo()
+    assert set(pipeline._VERSIONS) == set(pipeline._FIELDS) == set(pipeline._INPUTS)
+    # practice people: a bursty phase redoes both models from the split on, not pretraining; practice tuning only
+    # the tuning and what follows; at their defaults the keys are those from before the settings
+    p = make_config("tiny", practice_people=10)
+    kb, kp = _stage_key(make_config("tiny", practice_people=10, bursty_steps=3)), _stage_key(p)
+    assert kp("corpus") == ka("corpus") and kp("pretrain_gpt") == ka("pretrain_gpt") and kp("practice") != ka("practice")
+    assert kb("pretrain_gpt") == kp("pretrain_gpt")
+    assert kb("continue_gpt") != kp("continue_gpt") and kb("retrofit_retro") != kp("retrofit_retro")
+    ks = _stage_key(make_config("tiny", practice_people=10, sft_data="practice"))
+    assert ks("retrofit_retro") == kp("retrofit_retro") and ks("sft_gpt") != kp("sft_gpt")
+    assert _stage_key(make_config("tiny", bursty_seq_len=64))("eval_qa") == ka("eval_qa")
 
 
 def test_fresh_run_dir_keeps_only_same_settings(tmp_path):
@@ -231,3 +280,28 @@ def test_demo_tiny_end_to_end_and_resume(tmp_path, capsys):
     m2 = json.loads((out / "metrics.json").read_text())
     assert m2["skipped"] == STAGES and m2["ran"] == []
     assert m2["stages"] == m["stages"]
+
+
+@pytest.mark.slow
+def test_demo_tiny_with_practice_people(tmp_path):
+    """The two practice steps in the pipeline: a bursty-pair phase both models start from (a stage of its own, in
+    the report and the plot) and instruction tuning on practice conversations (a loss on every answer)."""
+    from pyretro.demo import run_demo
+    from pyretro.train import SFTDataset
+
+    cfg = make_config("tiny", practice_people=24, bursty_steps=4, sft_data="practice",
+                      pretrain_steps=6, continue_steps=4, sft_steps=3, qa_eval=4, examples=1)
+    m = run_demo(cfg, tmp_path / "d", progress=False)
+    stages = STAGES[:2] + ["practice"] + STAGES[2:5] + ["bursty_gpt"] + STAGES[5:]
+    assert m["ran"] == stages and m["stages"]["practice"]["people"] == 24
+    assert m["stages"]["practice"]["store"]["docs"] == 24
+    assert m["stages"]["bursty_gpt"]["steps"] == 4 and m["stages"]["bursty_gpt"]["curve"]
+    report = (tmp_path / "d" / "report.md").read_text()
+    assert "then 4 on bursty pairs" in report and "conversations about 24 practice people" in report
+    # practice tuning rows carry every answer of a conversation in the loss
+    ds = SFTDataset(str(tmp_path / "d" / "corpus" / "practice_sft.jsonl"), str(tmp_path / "d" / "db" / "tokenizer.json"),
+                    seq_len=cfg.practice_seq_len, all_turns=True, pack=False)
+    assert ds.num_truncated == 0  # the passage is never cut to make room
+    ids, mask = ds.conversation(0)
+    runs = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8)])) == 1)
+    assert len(runs) == 9  # one loss span per answer

@@ -32,6 +32,15 @@ class DemoConfig:
     # text that teaches answering from what precedes in the context; held-out people get none
     reading_docs: int = 0
     reading_questions: int = 3  # questions per reading document
+    # one-off practice people (pyretro.demo.corpus.practice_people: in no store but their own, three documents
+    # each) for the two steps that teach answering from the context (docs/demo.md "Why QA stays at the prior"):
+    practice_people: int = 0
+    bursty_steps: int = 0  # steps on their bursty pairs after pretraining (both models start from there)
+    bursty_seq_len: int = 320  # one pair per sample, cropped to this (a pair is ~330 tokens of the demo's BPE)
+    # instruction-tuning data: "questions" = held-out people's questions, one per sample, with retrieved passages;
+    # "practice" = conversations about practice people (a document, then all their questions; loss on every answer)
+    sft_data: str = "questions"
+    practice_seq_len: int = 448  # row length of practice conversations (~360-450 tokens: none cut)
     # tokenizer / store / retrieval
     vocab_size: int = 2048
     chunk_len: int = 32
@@ -104,6 +113,17 @@ class DemoConfig:
         if not 1 <= self.reading_questions <= len(ATTRIBUTES):
             raise ConfigError(f"reading_questions must be in [1, {len(ATTRIBUTES)}] (facts per person), "
                               f"got {self.reading_questions}")
+        for name in ("bursty_seq_len", "practice_seq_len"):
+            if getattr(self, name) < 2:
+                raise ConfigError(f"{name} must be >= 2, got {getattr(self, name)}")
+        if self.practice_people < 0 or self.bursty_steps < 0:
+            raise ConfigError(f"practice_people and bursty_steps must be >= 0, got {self.practice_people}, "
+                              f"{self.bursty_steps}")
+        if self.sft_data not in ("questions", "practice"):
+            raise ConfigError(f"sft_data must be 'questions' or 'practice', got {self.sft_data!r}")
+        if (self.bursty_steps or self.sft_data == "practice") and self.practice_people < 2:
+            raise ConfigError("bursty_steps > 0 and sft_data='practice' need practice people: set practice_people "
+                              f"(e.g. 3000), got {self.practice_people}")
         if not self.retrieval_lr_scale > 0:
             raise ConfigError(f"retrieval_lr_scale must be > 0, got {self.retrieval_lr_scale}")
         pb = self.cca_position_bias
@@ -132,7 +152,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(num_entities=60, vocab_size=512, chunk_len=16, seq_len=64, d_model=48, n_layers=2, n_heads=2,
                  cca_layers=(2,), batch_size=8, pretrain_steps=20, continue_steps=10, warmup_steps=3,
                  eval_interval=5, eval_batches=2, sft_steps=8, sft_seq_len=160, qa_eval=12, examples=2,
-                 qa_max_new_tokens=6),
+                 qa_max_new_tokens=6, bursty_seq_len=512, practice_seq_len=640),  # its 512-token BPE spells longer
     "small": {},
     "base": dict(num_entities=4000, vocab_size=4096, seq_len=512, d_model=384, n_layers=8, n_heads=6,
                  encoder_layers=2, encoder_d_model=192, cca_layers=(5, 8), batch_size=32, pretrain_steps=3000, continue_steps=1500,

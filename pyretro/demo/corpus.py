@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import random
 import re
+from typing import Any
 
 from pyretro.data.synthetic import SyntheticCorpus, generate
 
-__all__ = ["demo_corpus", "spell_full_names"]
+__all__ = ["PRACTICE_SEED", "demo_corpus", "practice_people", "spell_full_names"]
+
+PRACTICE_SEED = 1_000_003  # + the demo's seed: practice people never share the main corpus's random streams
 
 
 def spell_full_names(corpus: SyntheticCorpus, share: float = 1.0, seed: int = 0) -> SyntheticCorpus:
@@ -53,3 +56,37 @@ def demo_corpus(num_entities: int, docs_per_entity: int, seed: int, heldout_frac
                  reading_docs=reading_docs, reading_questions=reading_questions)
     c.params["full_name_share"] = full_name_share
     return spell_full_names(c, full_name_share, seed)
+
+
+def practice_people(n: int, seed: int, shared_lead: int, avoid_names: set[str] = frozenset()) -> tuple[
+        list[dict[str, Any]], list[dict[str, Any]]]:
+    """Practice text about ``n`` one-off people (a seed stream of their own; none in the database, the evaluation
+    or the main corpus, names clashing with ``avoid_names`` dropped), three documents each:
+
+    - *bursty pairs*: one record per person, two of their documents joined. A person appears nowhere else, so the
+      second document is predictable only by reading the first: the text that teaches copying from the context,
+      which the main corpus never asks for (each of its facts recurs often enough to be memorized).
+    - *reading conversations* (the instruction-tuning format): the third document as the context passage, then
+      every question about the person with its answer, in a seeded order.
+    """
+    c = generate(n, 3, seed, heldout_fraction=0.0, shared_lead=shared_lead)
+    spell_full_names(c, 1.0, seed)
+    names = {e.id: e.name for e in c.entities}
+    docs: dict[str, list[str]] = {}
+    for d in c.documents:
+        docs.setdefault(d["entity"], []).append(d["text"])
+    questions: dict[str, list[dict[str, Any]]] = {}
+    for q in c.qa:
+        questions.setdefault(q["entity"], []).append(q)
+    rng = random.Random(f"pyretro-demo-practice-{seed}")
+    pairs, convs = [], []
+    for e in c.entities:
+        if names[e.id] in avoid_names:
+            continue
+        d = docs[e.id]
+        pairs.append({"id": f"{e.id}-pair", "entity": e.id, "text": d[0] + "\n\n" + d[1]})
+        qs = rng.sample(questions[e.id], len(questions[e.id]))
+        msgs = [m for q in qs for m in ({"role": "user", "content": q["question"]},
+                                        {"role": "assistant", "content": q["answers"][0]})]
+        convs.append({"id": f"{e.id}-practice", "entity": e.id, "context": [d[2]], "messages": msgs})
+    return pairs, convs

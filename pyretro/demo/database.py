@@ -50,6 +50,13 @@ def build_stores(corpus_dir: Path, out: Path, vocab_size: int, chunk_len: int, p
     return stats
 
 
+def build_practice_store(corpus_dir: Path, out: Path, chunk_len: int) -> dict[str, int]:
+    """The practice people's bursty pairs as a chunk store (the demo's tokenizer), one document per pair."""
+    rep = ingest(str(corpus_dir / "practice_pairs.jsonl"), out / "practice", tokenizer=str(out / "tokenizer.json"),
+                 chunk_len=chunk_len, num_workers=1, overwrite=True, progress=False, work_dir=out / ".practice.ingest")
+    return {"docs": rep.num_docs, "tokens": rep.num_tokens, "chunks": rep.num_chunks}
+
+
 def build_retrieval(db_dir: Path, corpus_dir: Path, dim: int, seq_len: int, k: int,
                     progress: bool) -> dict[str, Any]:
     """Embeddings of the three stores, a faiss index of the database, the train and eval neighbour tables,

@@ -1,8 +1,9 @@
 """``pyretro demo``: the whole Retro / InstructRetro pipeline on the synthetic-knowledge corpus, end to end.
 
 Stages (each skipped on a rerun when it finished with the same settings; see stages.py):
-corpus -> ingest -> retrieval -> qa_data -> pretrain_gpt -> continue_gpt | retrofit_retro -> sft_gpt | sft_retro
--> eval_ppl -> eval_qa -> examples -> report. Output layout under ``out``: ``corpus/`` (JSONL), ``db/`` (tokenizer,
+corpus -> ingest [-> practice] -> retrieval -> qa_data -> pretrain_gpt [-> bursty_gpt] -> continue_gpt |
+retrofit_retro -> sft_gpt | sft_retro -> eval_ppl -> eval_qa -> examples -> report (bracketed: only with
+practice people / bursty steps). Output layout under ``out``: ``corpus/`` (JSONL), ``db/`` (tokenizer,
 stores, embeddings, index, neighbour tables), ``runs/<phase>/`` (training runs: metrics.jsonl, loss.png,
 checkpoints), ``models/*.safetensors``, ``eval/`` (pyretro.eval reports), ``report.md``, ``report.png``,
 ``metrics.json``.
@@ -10,6 +11,7 @@ checkpoints), ``models/*.safetensors``, ``eval/`` (pyretro.eval reports), ``repo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -31,21 +33,42 @@ _FIELDS = {
     "qa_data": ("qa_passages", "qa_passage_kind", "qa_eval", "neighbor_len", "sft_entities"),
     "pretrain_gpt": ("d_model", "n_layers", "n_heads", "batch_size", "pretrain_steps", "pretrain_lr", "warmup_steps",
                      "eval_interval", "eval_batches"),
+    "practice": ("practice_people",),
+    "bursty_gpt": ("bursty_steps", "bursty_seq_len"),
     "continue_gpt": ("continue_steps", "continue_lr", "continue_warmup_steps"),
     "retrofit_retro": ("encoder_layers", "encoder_d_model", "cca_layers", "cca_rotary", "cca_qk_norm", "k_train", "neighbor_len",
                        "retrieval_lr_scale", "cca_position_bias"),
-    "sft_gpt": ("sft_steps", "sft_lr", "sft_batch_size", "sft_seq_len"),
-    "sft_retro": ("sft_steps", "sft_lr", "sft_batch_size", "sft_seq_len"),
+    "sft_gpt": ("sft_steps", "sft_lr", "sft_batch_size", "sft_seq_len", "sft_data", "practice_seq_len"),
+    "sft_retro": ("sft_steps", "sft_lr", "sft_batch_size", "sft_seq_len", "sft_data", "practice_seq_len"),
     "eval_ppl": ("k_eval",),
     "eval_qa": ("qa_max_new_tokens",),
     "examples": ("examples",),
 }
 _INPUTS = {
     "corpus": (), "ingest": ("corpus",), "retrieval": ("ingest",), "qa_data": ("retrieval",),
-    "pretrain_gpt": ("retrieval",), "continue_gpt": ("pretrain_gpt",), "retrofit_retro": ("continue_gpt",),
-    "sft_gpt": ("continue_gpt", "qa_data"), "sft_retro": ("retrofit_retro", "qa_data"),
+    "practice": ("ingest",), "pretrain_gpt": ("retrieval",), "bursty_gpt": ("pretrain_gpt", "practice"),
+    "continue_gpt": ("bursty_gpt",),
+    "retrofit_retro": ("continue_gpt",),
+    "sft_gpt": ("continue_gpt", "qa_data", "practice"), "sft_retro": ("retrofit_retro", "qa_data", "practice"),
     "eval_ppl": ("retrofit_retro",), "eval_qa": ("sft_gpt", "sft_retro"), "examples": ("eval_qa",),
 }
+
+
+# Output versions: bumped when a stage's output changes for the same settings (new code or formats). A stage's
+# key covers its own version and those of the stages it reads, so rerunning an upgraded pyretro in an old output
+# directory redoes what changed and everything after it, instead of mixing outputs of two versions (e.g. a
+# database indexed with an earlier embedder, which the re-retrieval stage then cannot open).
+_VERSIONS = {"corpus": 1, "ingest": 1, "practice": 1, "retrieval": 1, "qa_data": 1, "pretrain_gpt": 1,
+             "bursty_gpt": 1, "continue_gpt": 1, "retrofit_retro": 1, "sft_gpt": 1, "sft_retro": 1, "eval_ppl": 1,
+             "eval_qa": 1, "examples": 1}
+
+
+def stage_versions(name: str) -> dict[str, int]:
+    """The output versions stage ``name`` depends on: its own and, recursively, its inputs'."""
+    out = {name: _VERSIONS[name]}
+    for up in _INPUTS[name]:
+        out.update(stage_versions(up))
+    return out
 
 
 def stage_fields(name: str) -> list[str]:
@@ -59,12 +82,24 @@ def stage_fields(name: str) -> list[str]:
 def _inert(cfg: DemoConfig) -> set[str]:
     """Settings that change nothing at their values in ``cfg``: left out of the keys, so adding a setting with
     such a default keeps earlier output directories valid."""
-    return {"reading_docs", "reading_questions"} if cfg.reading_docs == 0 else set()
+    inert = {"reading_docs", "reading_questions"} if cfg.reading_docs == 0 else set()
+    if cfg.practice_people == 0:
+        inert.add("practice_people")
+    if cfg.bursty_steps == 0:
+        inert |= {"bursty_steps", "bursty_seq_len"}
+    if cfg.sft_data == "questions":
+        inert |= {"sft_data", "practice_seq_len"}
+    return inert
 
 
 def _stage_key(cfg: DemoConfig):
     inert = _inert(cfg)
-    return lambda name: cfg.key(*[f for f in stage_fields(name) if f not in inert])
+
+    def key(name: str) -> str:
+        settings = cfg.key(*[f for f in stage_fields(name) if f not in inert])
+        versions = json.dumps(stage_versions(name), sort_keys=True)
+        return hashlib.sha1(f"{settings} {versions}".encode()).hexdigest()[:12]
+    return key
 
 
 def fresh_run_dir(run_dir: Path, key: str) -> None:
@@ -86,11 +121,12 @@ def _write_json(path: Path, obj: Any) -> None:
 def run_demo(cfg: DemoConfig, out: str | os.PathLike, *, progress: bool = True,
              threads: int | None = None) -> dict[str, Any]:
     """Runs (or resumes) the demo into ``out``; returns the metrics of every stage (also ``metrics.json``)."""
+    from pyretro.data.synthetic import write_jsonl
     from pyretro.demo import database, evaluation, training
-    from pyretro.demo.corpus import demo_corpus
+    from pyretro.demo.corpus import PRACTICE_SEED, demo_corpus, practice_people
     from pyretro.demo.qa_data import build_qa_files
     from pyretro.demo.report import markdown, plot, try_it
-    from pyretro.train import RetroDataset
+    from pyretro.train import DocumentDataset, RetroDataset
 
     cfg.validate()
     out = Path(out)
@@ -117,6 +153,16 @@ def run_demo(cfg: DemoConfig, out: str | os.PathLike, *, progress: bool = True,
     m["corpus"] = st.run("corpus", "generate the synthetic-knowledge corpus", corpus)
     m["ingest"] = st.run("ingest", "ingest: train a BPE, build the train / database / eval chunk stores",
                          lambda: database.build_stores(corpus_dir, db, cfg.vocab_size, cfg.chunk_len, progress))
+
+    def practice() -> dict[str, Any]:
+        names = {e["name"] for e in database.read_jsonl(corpus_dir / "entities.jsonl")}
+        pairs, convs = practice_people(cfg.practice_people, PRACTICE_SEED + cfg.seed, cfg.shared_lead, names)
+        write_jsonl(corpus_dir / "practice_pairs.jsonl", pairs)
+        write_jsonl(corpus_dir / "practice_sft.jsonl", convs)
+        return {"people": len(pairs), "store": database.build_practice_store(corpus_dir, db, cfg.chunk_len)}
+    if cfg.practice_people:  # a stage of its own: adding practice people leaves the corpus and pretraining as they are
+        m["practice"] = st.run("practice", f"practice people ({cfg.practice_people}): bursty pairs, conversations",
+                               practice)
     m["retrieval"] = st.run("retrieval", "retrieval database: embed, index, neighbour tables",
                             lambda: database.build_retrieval(db, corpus_dir, cfg.embed_dim, cfg.seq_len, cfg.k_saved,
                                                              progress))
@@ -149,6 +195,13 @@ def run_demo(cfg: DemoConfig, out: str | os.PathLike, *, progress: bool = True,
                                phase("pretrain_gpt", lambda: training.new_gpt(cfg, vocab), gpt_data, gpt_val,
                                      cfg.pretrain_steps, cfg.pretrain_lr))
     pre = models / "pretrain_gpt.safetensors"
+    if cfg.bursty_steps:
+        # one pair per sample: the second document about a person is predictable only from the first
+        bursty = lambda: DocumentDataset(db / "practice", seq_len=cfg.bursty_seq_len)  # noqa: E731
+        m["bursty_gpt"] = st.run("bursty_gpt", f"bursty pairs: learn to copy from the context ({cfg.bursty_steps} "
+                                 "steps)", phase("bursty_gpt", lambda: training.load(pre), bursty, gpt_val,
+                                                 cfg.bursty_steps, cfg.continue_lr, warmup=cfg.warmup_steps))
+        pre = models / "bursty_gpt.safetensors"
     m["continue_gpt"] = st.run("continue_gpt", f"continue the GPT ({cfg.continue_steps} steps, the baseline)",
                                phase("continue_gpt", lambda: training.load(pre), gpt_data, gpt_val,
                                      cfg.continue_steps, cfg.continue_lr, warmup=cfg.continue_warmup_steps))
@@ -156,7 +209,8 @@ def run_demo(cfg: DemoConfig, out: str | os.PathLike, *, progress: bool = True,
     m["retrofit_retro"] = st.run("retrofit_retro", f"retro-fit a Retro from it ({cfg.continue_steps} steps)",
                                  phase("retrofit_retro", lambda: training.retrofit(pre, cfg), rdata, rval,
                                        cfg.continue_steps, cfg.continue_lr, warmup=cfg.continue_warmup_steps))
-    sft_train = lambda: training.sft_data(out / "qa" / "sft_train.jsonl", db / "tokenizer.json", cfg)  # noqa: E731
+    sft_file = corpus_dir / "practice_sft.jsonl" if cfg.sft_data == "practice" else out / "qa" / "sft_train.jsonl"
+    sft_train = lambda: training.sft_data(sft_file, db / "tokenizer.json", cfg)  # noqa: E731
     m["sft_gpt"] = st.run("sft_gpt", f"instruction-tune the GPT ({cfg.sft_steps} steps)",
                           phase("sft_gpt", lambda: training.load(models / "continue_gpt.safetensors"), sft_train, {},
                                 cfg.sft_steps, cfg.sft_lr, sft=True))

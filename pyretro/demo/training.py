@@ -63,11 +63,11 @@ def run_phase(cfg: DemoConfig, model: nn.Module, train_data: Any, val_data: dict
     """Trains ``model`` for ``steps`` (pretraining data or, with ``sft``, instruction data), saves it to
     ``out_model`` and returns the final train loss and the validation curve (step -> metrics)."""
     bs = cfg.sft_batch_size if sft else cfg.batch_size
-    seq = cfg.sft_seq_len if sft else cfg.seq_len
+    seq = (cfg.practice_seq_len if cfg.sft_data == "practice" else cfg.sft_seq_len) if sft else cfg.seq_len
     tc = _train_config(cfg, model, run_dir, steps=steps, lr=lr, batch_size=bs, seq_len=seq, progress=progress,
                        eval_interval=0 if sft else cfg.eval_interval, warmup=warmup)
     if sft:
-        tc.sft = SFTSection(gate_off=True, answer_only=True, retrieval_on=False)
+        tc.sft = SFTSection(gate_off=True, answer_only=cfg.sft_data != "practice", retrieval_on=False)
     res = train(tc, model=model, train_data=train_data, val_data=val_data, sft=sft)
     save(res.model, out_model)
     return {"steps": res.step, "final_loss": res.losses.get(res.step), "curve": val_curve(run_dir),
@@ -100,4 +100,7 @@ def retrofit(gpt_path: Path, cfg: DemoConfig) -> RetroModel:
 
 
 def sft_data(path: Path, tokenizer: Path, cfg: DemoConfig) -> SFTDataset:
-    return SFTDataset(str(path), str(tokenizer), seq_len=cfg.sft_seq_len)
+    """The instruction-tuning rows; practice conversations carry a loss on every answer, not only the last."""
+    practice = cfg.sft_data == "practice"
+    return SFTDataset(str(path), str(tokenizer), seq_len=cfg.practice_seq_len if practice else cfg.sft_seq_len,
+                      all_turns=practice)

@@ -37,11 +37,12 @@ from pyretro.train.config import (  # noqa: E402
     TrainSection,
     load_config,
 )
+from pyretro.train.doc_data import DocumentDataset  # noqa: E402
 from pyretro.train.loop import NonFiniteLossError, TrainResult, evaluate, train  # noqa: E402
 from pyretro.train.models import build_model, prepare_sft  # noqa: E402
 from pyretro.train.sft import sft  # noqa: E402
 
 __all__ += [
     "DataSection", "ModelSection", "NonFiniteLossError", "OptimSection", "SFTSection", "TrainConfig", "TrainResult",
-    "TrainSection", "build_model", "evaluate", "load_config", "prepare_sft", "sft", "train",
+    "TrainSection", "DocumentDataset", "build_model", "evaluate", "load_config", "prepare_sft", "sft", "train",
 ]

@@ -55,6 +55,16 @@ def _as_store(store: Any, what: str) -> ChunkStore:
     raise TypeError(f"{what}: expected a ChunkStore or a store path, got {type(store).__name__}")
 
 
+class BatchItems:
+    """``ds[i]`` from ``get_batch([i])`` (negative ``i`` from the end): the datasets here build whole batches."""
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        return {k: v[0] for k, v in self.get_batch([i]).items()}
+
+
 def _groups_sha1(num_chunks: int, chunks_per_sample: int, block: int = 1 << 20) -> str:
     """sha1 of ``groups_from_sample_length(num_chunks, L)``'s bytes, streamed (no full array in memory)."""
     h = hashlib.sha1()
@@ -63,7 +73,7 @@ def _groups_sha1(num_chunks: int, chunks_per_sample: int, block: int = 1 << 20) 
     return h.hexdigest()
 
 
-class RetroDataset(Dataset):
+class RetroDataset(BatchItems, Dataset):
     """Fixed-length samples of ``seq_len`` tokens from a chunk store, with neighbour tokens (map-style).
 
     ``store``: the sample (query) store, a ``ChunkStore`` or path. ``neighbors``: a ``NeighborTable``, a table
@@ -236,12 +246,6 @@ class RetroDataset(Dataset):
             batch["neighbors"], batch["neighbor_mask"] = nb, nb_mask
         return batch
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        i = int(i)
-        if i < 0:
-            i += self.num_samples
-        return {k: v[0] for k, v in self.get_batch([i]).items()}
-
     def __repr__(self) -> str:
         nb = f", k={self.k}, r={self.r}, db={self.db_store.path}" if self.table is not None else ""
         return f"RetroDataset({self.store.path}, samples={self.num_samples}, seq_len={self.seq_len}{nb})"
@@ -292,7 +296,7 @@ def _stack_items(dataset: Any, indices: np.ndarray) -> dict[str, torch.Tensor]:
     return default_collate([dataset[int(i)] for i in indices])
 
 
-class BlendedDataset(Dataset):
+class BlendedDataset(BatchItems, Dataset):
     """A deterministic weighted blend of datasets with the same item layout (e.g. several stores).
 
     Position ``i`` takes dataset ``d = which[i]`` (see :func:`blend_schedule`: realised counts track
@@ -374,12 +378,6 @@ class BlendedDataset(Dataset):
             out = {k: torch.empty((0,) + tuple(v.shape), dtype=v.dtype) for k, v in item.items()}
         out["position"] = torch.from_numpy(idx.copy())
         return out
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        i = int(i)
-        if i < 0:
-            i += self.size
-        return {k: v[0] for k, v in self.get_batch([i]).items()}
 
 
 # --- sampler and loader ------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from pyretro.data.chat import ChatTemplate, Conversation
 from pyretro.errors import ConfigError
+from pyretro.train.data import BatchItems
 
 __all__ = [
     "SFTDataset",
@@ -214,7 +215,7 @@ def _as_template(tokenizer: Any) -> ChatTemplate:
     return ChatTemplate(load_tokenizer(tokenizer))
 
 
-class SFTDataset(Dataset):
+class SFTDataset(BatchItems, Dataset):
     """Instruction-tuning rows of ``seq_len`` tokens (map-style, batch contract).
 
     ``source``: a JSONL path, a list of paths, or a list of dicts / ``Conversation``s. ``tokenizer``: a
@@ -332,12 +333,6 @@ class SFTDataset(Dataset):
             nm = torch.from_numpy(self._nb_mask[conv])[:, None].expand(B, L, self.k, self.r)
             batch["neighbors"], batch["neighbor_mask"] = nb.contiguous(), nm.contiguous()
         return batch
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        i = int(i)
-        if i < 0:
-            i += len(self)
-        return {k: v[0] for k, v in self.get_batch([i]).items()}
 
     def __repr__(self) -> str:
         return (f"SFTDataset(rows={len(self)}, conversations={self.num_conversations}, seq_len={self.seq_len}, "
