@@ -118,7 +118,7 @@ def test_practice_people_pairs_and_conversations():
     c = demo_corpus(30, 3, seed=77, heldout_fraction=0.0, full_name_share=1.0, shared_lead=7)
     ents = {e.id: e for e in c.entities}
     for p, conv in zip(pairs, convs, strict=True):
-        e = ents[p["entity"]]
+        e = ents[p["entity"].removeprefix("practice-")]
         first, second = p["text"].split("\n\n")
         # both documents are about the person and open with the same canonical lead: the second is readable
         # from the first
@@ -130,7 +130,7 @@ def test_practice_people_pairs_and_conversations():
         assert all(m["content"] in conv["context"][0] for m in msgs[1::2])  # the passage answers every question
         assert conv["context"][0] not in (first, second)
     assert practice_people(30, 77, 7, avoid) == (pairs, convs)  # seeded
-    clash = {ents[pairs[0]["entity"]].name}
+    clash = {ents[pairs[0]["entity"].removeprefix("practice-")].name}
     kept, _ = practice_people(30, 77, 7, clash)
     assert len(kept) == 29 and pairs[0] not in kept
 

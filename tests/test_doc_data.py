@@ -47,6 +47,8 @@ def test_bad_arguments(store):
     with pytest.raises(MismatchError, match="vocab"):
         ds.check_vocab(VOCAB - 1)
     ds.check_vocab(VOCAB)
+    with pytest.raises(MismatchError, match="pad_id"):
+        DocumentDataset(store, seq_len=16, pad_id=VOCAB).check_vocab(VOCAB)
     with pytest.raises(TypeError, match="store"):
         DocumentDataset(42, seq_len=16)
 

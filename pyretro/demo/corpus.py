@@ -83,10 +83,10 @@ def practice_people(n: int, seed: int, shared_lead: int, avoid_names: set[str] =
     for e in c.entities:
         if names[e.id] in avoid_names:
             continue
-        d = docs[e.id]
-        pairs.append({"id": f"{e.id}-pair", "entity": e.id, "text": d[0] + "\n\n" + d[1]})
+        d, pid = docs[e.id], f"practice-{e.id}"  # ids apart from the main corpus's (same numbering)
+        pairs.append({"id": f"{pid}-pair", "entity": pid, "text": d[0] + "\n\n" + d[1]})
         qs = rng.sample(questions[e.id], len(questions[e.id]))
         msgs = [m for q in qs for m in ({"role": "user", "content": q["question"]},
                                         {"role": "assistant", "content": q["answers"][0]})]
-        convs.append({"id": f"{e.id}-practice", "entity": e.id, "context": [d[2]], "messages": msgs})
+        convs.append({"id": f"{pid}-conversation", "entity": pid, "context": [d[2]], "messages": msgs})
     return pairs, convs

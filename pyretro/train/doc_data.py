@@ -45,9 +45,12 @@ class DocumentDataset(BatchItems, Dataset):
         return float((lengths > self.seq_len).mean())
 
     def check_vocab(self, vocab_size: int) -> None:
+        """``MismatchError`` if the store's tokens (or the pad id) may fall outside a model vocabulary."""
         v = self.store.vocab_size
         if v > int(vocab_size):
             raise MismatchError(f"{self.store.path}: store vocabulary {v} > the model's vocab_size {vocab_size}")
+        if not 0 <= self.pad_id < vocab_size:
+            raise MismatchError(f"pad_id {self.pad_id} is outside the model's vocabulary [0, {vocab_size})")
 
     def get_batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
