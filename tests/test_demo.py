@@ -296,6 +296,8 @@ def test_demo_tiny_with_practice_people(tmp_path):
     assert m["ran"] == stages and m["stages"]["practice"]["people"] == 24
     assert m["stages"]["practice"]["store"]["docs"] == 24
     assert m["stages"]["bursty_gpt"]["steps"] == 4 and m["stages"]["bursty_gpt"]["curve"]
+    run_cfg = json.loads((tmp_path / "d" / "runs" / "bursty_gpt" / "config.json").read_text())
+    assert run_cfg["data"]["seq_len"] == cfg.bursty_seq_len  # the run records the pairs' sample length
     report = (tmp_path / "d" / "report.md").read_text()
     assert "then 4 on bursty pairs" in report and "conversations about 24 practice people" in report
     # practice tuning rows carry every answer of a conversation in the loss

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Collection
 from typing import Any
 
 from pyretro.data.synthetic import SyntheticCorpus, generate
@@ -58,7 +59,7 @@ def demo_corpus(num_entities: int, docs_per_entity: int, seed: int, heldout_frac
     return spell_full_names(c, full_name_share, seed)
 
 
-def practice_people(n: int, seed: int, shared_lead: int, avoid_names: set[str] = frozenset()) -> tuple[
+def practice_people(n: int, seed: int, shared_lead: int, avoid_names: Collection[str] = ()) -> tuple[
         list[dict[str, Any]], list[dict[str, Any]]]:
     """Practice text about ``n`` one-off people (a seed stream of their own; none in the database, the evaluation
     or the main corpus, names clashing with ``avoid_names`` dropped), three documents each:
@@ -78,10 +79,11 @@ def practice_people(n: int, seed: int, shared_lead: int, avoid_names: set[str] =
     questions: dict[str, list[dict[str, Any]]] = {}
     for q in c.qa:
         questions.setdefault(q["entity"], []).append(q)
+    avoid = set(avoid_names)
     rng = random.Random(f"pyretro-demo-practice-{seed}")
     pairs, convs = [], []
     for e in c.entities:
-        if names[e.id] in avoid_names:
+        if names[e.id] in avoid:
             continue
         d, pid = docs[e.id], f"practice-{e.id}"  # ids apart from the main corpus's (same numbering)
         pairs.append({"id": f"{pid}-pair", "entity": pid, "text": d[0] + "\n\n" + d[1]})

@@ -183,12 +183,13 @@ def run_demo(cfg: DemoConfig, out: str | os.PathLike, *, progress: bool = True,
         return (RetroDataset(db / "train", db / "nb_train", **k),
                 {"heldout": RetroDataset(db / "eval", db / "nb_eval", **k)})
 
-    def phase(name: str, model_fn, data, val, steps: int, lr: float, sft: bool = False, warmup: int | None = None):
+    def phase(name: str, model_fn, data, val, steps: int, lr: float, sft: bool = False, warmup: int | None = None,
+              seq_len: int | None = None):
         def fn() -> dict[str, Any]:
             fresh_run_dir(runs / name, st.key(name))
             return training.run_phase(cfg, model_fn(), data() if callable(data) else data, val, runs / name,
                                       models / f"{name}.safetensors", steps=steps, lr=lr, progress=progress, sft=sft,
-                                      warmup=warmup)
+                                      warmup=warmup, seq_len=seq_len)
         return fn
 
     m["pretrain_gpt"] = st.run("pretrain_gpt", f"pretrain a GPT ({cfg.pretrain_steps} steps)",
@@ -200,7 +201,8 @@ def run_demo(cfg: DemoConfig, out: str | os.PathLike, *, progress: bool = True,
         bursty = lambda: DocumentDataset(db / "practice", seq_len=cfg.bursty_seq_len)  # noqa: E731
         m["bursty_gpt"] = st.run("bursty_gpt", f"bursty pairs: learn to copy from the context ({cfg.bursty_steps} "
                                  "steps)", phase("bursty_gpt", lambda: training.load(pre), bursty, gpt_val,
-                                                 cfg.bursty_steps, cfg.continue_lr, warmup=cfg.warmup_steps))
+                                                 cfg.bursty_steps, cfg.continue_lr, warmup=cfg.warmup_steps,
+                                                 seq_len=cfg.bursty_seq_len))
         pre = models / "bursty_gpt.safetensors"
     m["continue_gpt"] = st.run("continue_gpt", f"continue the GPT ({cfg.continue_steps} steps, the baseline)",
                                phase("continue_gpt", lambda: training.load(pre), gpt_data, gpt_val,

@@ -76,9 +76,10 @@ def _f(v: Any, nd: int = 2) -> str:
     return "—" if v is None else f"{v:.{nd}f}"
 
 
-def _sft_note(qa_data: dict[str, Any], cfg: dict[str, Any]) -> str:
+def _sft_note(qa_data: dict[str, Any], cfg: dict[str, Any], practice: dict[str, Any] | None = None) -> str:
     if cfg.get("sft_data") == "practice":
-        return (f"Instruction tuning: {cfg['sft_steps']} steps on conversations about {cfg['practice_people']} "
+        people = (practice or {}).get("people", cfg["practice_people"])
+        return (f"Instruction tuning: {cfg['sft_steps']} steps on conversations about {people} "
                 "practice people (a document of theirs as the passage, then all their questions; loss on every "
                 "answer): people in no store, so only the passage holds their answers.")
     sft = qa_data.get("sft_train", {})
@@ -184,7 +185,7 @@ def markdown(m: dict[str, Any], cfg: dict[str, Any], walls: dict[str, tuple[str,
         "`gpt (closed-book)`: no retrieval at all. `gpt`: the retrieved passages in the prompt. `retro`: in the prompt "
         "and as encoder neighbours. `retro-decoder`: in the prompt, encoder ablated (InstructRetro's decoder alone). "
         f"The passages contain the answer for {100 * m['qa_data']['qa_eval']['context_recall']:.0f}% of the questions "
-        "(an upper bound on EM). " + _sft_note(m["qa_data"], cfg), "",
+        "(an upper bound on EM). " + _sft_note(m["qa_data"], cfg, m.get("practice")), "",
         *_copy_note(qa.get("copying")),
         "### Answers generated with re-retrieval (Retro, neighbours retrieved at every completed chunk)", "",
         *[f"- Q: {e['question']} → **{e['prediction'] or '(empty)'}** (reference: {e['answers'][0]})"
@@ -227,8 +228,9 @@ def _baseline_note(m: dict[str, Any]) -> list[str]:
                 "trained on real text sets.", ""]
     return ["The GPT baseline here was never asked to copy from its context (see the in-context copying line "
             "below): a held-out person's name stays expensive at every later mention in a document (docs/demo.md "
-            "measures it). A GPT taught to copy (`--set practice_people=3000 --set bursty_steps=600`) is a much stronger baseline on this "
-            "corpus, and the gap to Retro narrows (docs/demo.md, \"A stronger baseline\").", ""]
+            "measures it). A GPT taught to copy (`--set practice_people=3000 --set bursty_steps=600`) is a much "
+            "stronger baseline on this corpus, and the gap to Retro narrows (docs/demo.md, \"A stronger "
+            "baseline\").", ""]
 
 
 def _pretrain_text(m: dict[str, Any]) -> str:

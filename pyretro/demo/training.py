@@ -59,11 +59,13 @@ def _train_config(cfg: DemoConfig, model: nn.Module, run_dir: Path, *, steps: in
 
 def run_phase(cfg: DemoConfig, model: nn.Module, train_data: Any, val_data: dict[str, Any], run_dir: Path,
               out_model: Path, *, steps: int, lr: float, progress: bool, sft: bool = False,
-              warmup: int | None = None) -> dict[str, Any]:
+              warmup: int | None = None, seq_len: int | None = None) -> dict[str, Any]:
     """Trains ``model`` for ``steps`` (pretraining data or, with ``sft``, instruction data), saves it to
-    ``out_model`` and returns the final train loss and the validation curve (step -> metrics)."""
+    ``out_model`` and returns the final train loss and the validation curve (step -> metrics). ``seq_len``: the
+    data's sample length, when not the phase kind's default."""
     bs = cfg.sft_batch_size if sft else cfg.batch_size
-    seq = (cfg.practice_seq_len if cfg.sft_data == "practice" else cfg.sft_seq_len) if sft else cfg.seq_len
+    seq = seq_len or ((cfg.practice_seq_len if cfg.sft_data == "practice" else cfg.sft_seq_len) if sft
+                      else cfg.seq_len)
     tc = _train_config(cfg, model, run_dir, steps=steps, lr=lr, batch_size=bs, seq_len=seq, progress=progress,
                        eval_interval=0 if sft else cfg.eval_interval, warmup=warmup)
     if sft:
