@@ -135,6 +135,42 @@ def test_practice_people_pairs_and_conversations():
     assert len(kept) == 29 and pairs[0] not in kept
 
 
+def test_name_reuse_separates_a_copier_from_a_model_that_cannot_copy(tmp_path, monkeypatch):
+    import torch
+
+    from pyretro.data.tokenizer import save_tokenizer, train_bpe
+    from pyretro.demo import evaluation
+
+    c = demo_corpus(30, 3, seed=2, heldout_fraction=0.3, full_name_share=1.0, shared_lead=7)
+    c.write(tmp_path / "corpus")
+    vocab = 400
+    save_tokenizer(train_bpe((d["text"] for d in c.documents), vocab_size=vocab), tmp_path / "tok.json")
+
+    class Uniform(torch.nn.Module):
+        def forward(self, x):
+            return torch.zeros(*x.shape, vocab)
+
+    class Copier(torch.nn.Module):  # predicts what followed the last earlier occurrence of the current token
+        def forward(self, x):
+            out = torch.zeros(*x.shape, vocab)
+            seq = x[0].tolist()
+            for t in range(len(seq)):
+                prev = [s for s in range(t) if seq[s] == seq[t]]
+                if prev:
+                    out[0, t, seq[prev[-1] + 1]] = 5.0
+            return out
+
+    fakes = {"uniform": Uniform(), "copier": Copier()}
+    monkeypatch.setattr(evaluation, "load", lambda path, device="cpu": fakes[str(path)])
+    r = evaluation.name_reuse({k: k for k in fakes}, tmp_path / "corpus", tmp_path / "tok.json", max_tokens=128)
+    u, cp = r["uniform"], r["copier"]
+    assert u["docs"] == cp["docs"] == len(c.split("eval")) and u["first_tokens"] > 0 and u["later_tokens"] > 0
+    assert u["first_nll"] == pytest.approx(np.log(vocab)) and u["later_nll"] == pytest.approx(np.log(vocab))
+    # later mentions copied from the first (a mention's first token follows a template word: not copyable)
+    assert cp["later_nll"] < 0.4 * cp["first_nll"]
+    assert cp["first_nll"] > 0.9 * np.log(vocab)
+
+
 def test_partial_share_is_seeded():
     a = demo_corpus(8, 2, seed=1, heldout_fraction=0.2, full_name_share=0.5)
     b = demo_corpus(8, 2, seed=1, heldout_fraction=0.2, full_name_share=0.5)
@@ -249,12 +285,16 @@ def test_demo_tiny_end_to_end_and_resume(tmp_path, capsys):
     for mode in ("gpt", "retro", "retro-decoder"):
         assert ppl[mode]["ppl"] > 1 and ppl[mode]["tokens"] > 0
     assert ppl["ratio_retro_over_gpt"] == pytest.approx(ppl["retro"]["ppl"] / ppl["gpt"]["ppl"])
+    reuse = ppl["name_reuse"]
+    assert set(reuse) == {"gpt", "retro-decoder"}
+    assert all(v["first_tokens"] > 0 and v["later_tokens"] > 0 and v["first_nll"] > 0 for v in reuse.values())
     assert set(m["stages"]["eval_qa"]["table"]) == {"gpt (closed-book)", "gpt", "retro", "retro-decoder"}
     copy = m["stages"]["eval_qa"]["copying"]
     assert set(copy) == {"gpt", "retro-decoder"} and all(v["first_nll"] > 0 for v in copy.values())
     assert m["stages"]["retrofit_retro"]["curve"], "validation curve missing"
     report = (out / "report.md").read_text()
     assert "Retro / GPT" in report and "Wall time" in report and "In-context copying" in report
+    assert "Name reuse" in report
     # the report's "Try it" command runs as printed: the demo's database serves re-retrieval outside the demo
     # (its index header rebuilds the fitted embedder)
     block = re.search(r"## Try it.*?```bash\n(.*?)```", report, re.S).group(1).replace("\\\n", " ")

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from pyretro.data.tokenizer import load_tokenizer, special_ids
+from pyretro.demo.database import read_jsonl
 from pyretro.eval import copy_probe, evaluate_perplexity, evaluate_qa, evaluate_qa_modes, load_qa_jsonl
 from pyretro.model.io import load
 from pyretro.retrieval import Retriever
@@ -36,6 +37,41 @@ def perplexity(gpt_path: Path, retro_path: Path, db_dir: Path, seq_len: int, k: 
     # the leakage subsets come from Retro's neighbours: give GPT the same split for a fair clean comparison
     gpt_split = evaluate_perplexity(gpt, with_nb, batch_size=batch_size, progress=progress)
     out["gpt"]["clean_ppl"] = gpt_split.clean.ppl if gpt_split.clean else None
+    return out
+
+
+def name_reuse(model_paths: dict[str, Path], corpus_dir: Path, tokenizer_path: Path, *, max_tokens: int,
+               docs: int = 100, device: str = "cpu") -> dict[str, dict[str, float]]:
+    """How much cheaper a held-out person's name is once read: mean loss (nats per name token) at the name's first
+    mention in a held-out document vs at its later mentions, in each document's first ``max_tokens`` tokens
+    (Retro: its decoder alone). A model that copies from its context pays far less the second time."""
+    tok = load_tokenizer(tokenizer_path)
+    names = {e["id"]: e["name"] for e in read_jsonl(corpus_dir / "entities.jsonl")}
+    rows = []  # (token ids, [(is_first, name token positions)])
+    for d in read_jsonl(corpus_dir / "eval.jsonl")[:docs]:
+        enc = tok.encode(d["text"], add_special_tokens=False)
+        ids, offsets, name = enc.ids[:max_tokens], enc.offsets[:max_tokens], names[d["entity"]]
+        mentions, start = [], d["text"].find(name)
+        while start >= 0:
+            pos = [t for t, (a, b) in enumerate(offsets) if t > 0 and a >= start and b <= start + len(name)]
+            if pos:
+                mentions.append((not mentions, pos))
+            start = d["text"].find(name, start + len(name))
+        rows.append((ids, mentions))
+    out = {}
+    for label, path in model_paths.items():
+        model = load(path, device=device).eval()
+        first, later = [], []
+        for ids, mentions in rows:
+            x = torch.tensor([ids], device=device)
+            with torch.no_grad():
+                logits = model(x)  # Retro without neighbours: its decoder alone
+            nll = torch.nn.functional.cross_entropy(logits[0, :-1].float(), x[0, 1:], reduction="none")
+            for is_first, pos in mentions:
+                (first if is_first else later).extend(nll[[p - 1 for p in pos]].tolist())
+        out[label] = {"first_nll": sum(first) / max(len(first), 1), "later_nll": sum(later) / max(len(later), 1),
+                      "first_tokens": len(first), "later_tokens": len(later), "docs": len(rows),
+                      "max_tokens": max_tokens}
     return out
 
 

@@ -59,7 +59,7 @@ _INPUTS = {
 # directory redoes what changed and everything after it, instead of mixing outputs of two versions (e.g. a
 # database indexed with an earlier embedder, which the re-retrieval stage then cannot open).
 _VERSIONS = {"corpus": 1, "ingest": 1, "practice": 1, "retrieval": 1, "qa_data": 1, "pretrain_gpt": 1,
-             "bursty_gpt": 1, "continue_gpt": 1, "retrofit_retro": 1, "sft_gpt": 1, "sft_retro": 1, "eval_ppl": 1,
+             "bursty_gpt": 1, "continue_gpt": 1, "retrofit_retro": 1, "sft_gpt": 1, "sft_retro": 1, "eval_ppl": 2,
              "eval_qa": 1, "examples": 1}
 
 
@@ -219,10 +219,14 @@ def run_demo(cfg: DemoConfig, out: str | os.PathLike, *, progress: bool = True,
     m["sft_retro"] = st.run("sft_retro", f"instruction-tune Retro, gate off: InstructRetro ({cfg.sft_steps} steps)",
                             phase("sft_retro", lambda: training.load(models / "retrofit_retro.safetensors"),
                                   sft_train, {}, cfg.sft_steps, cfg.sft_lr, sft=True))
-    m["eval_ppl"] = st.run("eval_ppl", "perplexity on held-out documents",
-                           lambda: evaluation.perplexity(models / "continue_gpt.safetensors",
-                                                         models / "retrofit_retro.safetensors", db, cfg.seq_len,
-                                                         cfg.k_eval, 16, cfg.device, progress))
+    def eval_ppl() -> dict[str, Any]:
+        pair = {"gpt": models / "continue_gpt.safetensors", "retro": models / "retrofit_retro.safetensors"}
+        out = evaluation.perplexity(pair["gpt"], pair["retro"], db, cfg.seq_len, cfg.k_eval, 16, cfg.device, progress)
+        # how strong the GPT baseline is: does it reuse a name it has read? (Retro: its decoder alone)
+        out["name_reuse"] = evaluation.name_reuse({"gpt": pair["gpt"], "retro-decoder": pair["retro"]}, corpus_dir,
+                                                  db / "tokenizer.json", max_tokens=cfg.seq_len, device=cfg.device)
+        return out
+    m["eval_ppl"] = st.run("eval_ppl", "perplexity on held-out documents", eval_ppl)
 
     def qa() -> dict[str, Any]:
         from pyretro.eval import write_report
