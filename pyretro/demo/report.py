@@ -90,6 +90,12 @@ def _sft_note(qa_data: dict[str, Any], cfg: dict[str, Any], practice: dict[str, 
     return f"Instruction tuning: {cfg['sft_steps']} steps on {n} of the training set (answerable from memory too)."
 
 
+def _both(rows: dict[str, dict[str, float]], a: str, b: str) -> str:
+    """``GPT a / b, Retro's decoder a / b`` of a probe run on both models."""
+    g, r = rows["gpt"], rows["retro-decoder"]
+    return f"GPT {g[a]:.2f} / {g[b]:.2f}, Retro's decoder {r[a]:.2f} / {r[b]:.2f}"
+
+
 # nats per token the second reading of a random sequence must save to count as copying from the context
 COPY_GAIN = 0.5
 
@@ -98,10 +104,8 @@ def _copy_note(copy: dict[str, dict[str, float]] | None) -> list[str]:
     """What the copy probe says about answering from the prompt (absent in runs from before session 8)."""
     if not copy:
         return []
-    g, r = copy["gpt"], copy["retro-decoder"]
-    head = (f"In-context copying (pyretro.eval.copy_probe: a random {g['length']}-token sequence read twice; NLL of "
-            f"the first / second reading, nats/token): GPT {g['first_nll']:.2f} / {g['second_nll']:.2f}, Retro's "
-            f"decoder {r['first_nll']:.2f} / {r['second_nll']:.2f}. ")
+    head = (f"In-context copying (pyretro.eval.copy_probe: a random {copy['gpt']['length']}-token sequence read "
+            f"twice; NLL of the first / second reading, nats/token): {_both(copy, 'first_nll', 'second_nll')}. ")
     gains = {k: v["first_nll"] - v["second_nll"] for k, v in copy.items()}
     if max(gains.values()) < COPY_GAIN:
         tail = ("Neither predicts the repeat of an arbitrary token sequence better than its first reading: no "
@@ -230,10 +234,10 @@ def _baseline_note(m: dict[str, Any]) -> list[str]:
     reuse = m["eval_ppl"].get("name_reuse")
     if not reuse:
         return []
-    g, r = reuse["gpt"], reuse["retro-decoder"]
+    g = reuse["gpt"]
     head = (f"Name reuse (a held-out person's name in the first {g['max_tokens']} tokens of {g['docs']} held-out "
-            f"documents; nats per name token at its first mention / at later ones): GPT {g['first_nll']:.2f} / "
-            f"{g['later_nll']:.2f}, Retro's decoder {r['first_nll']:.2f} / {r['later_nll']:.2f}. ")
+            f"documents; nats per name token at its first mention / at later ones): "
+            f"{_both(reuse, 'first_nll', 'later_nll')}. ")
     if g["later_nll"] <= REUSE_SHARE * g["first_nll"]:
         tail = ("The GPT reuses a name once it has read it, as a language model trained on real text does: a "
                 "baseline that copies from its context.")
