@@ -245,9 +245,10 @@ def _baseline_note(m: dict[str, Any]) -> list[str]:
         tail = ("The GPT barely reuses a name it has just read: nothing in this corpus made it copy from its context "
                 "(every fact recurs often enough to be memorized), so it is a weaker baseline than a language model "
                 "trained on real text. " + (
-                    "The bursty-pair phase did not take on this run. " if "bursty_gpt" in m else
+                    "The bursty-pair phase did not take on this run " if "bursty_gpt" in m else
                     "A GPT taught to copy (`--set practice_people=3000 --set bursty_steps=600`) is a much stronger "
-                    "baseline on this corpus, and the gap to Retro narrows. ") + "docs/demo.md, \"A stronger baseline\".")
+                    "baseline on this corpus, and the gap to Retro narrows ") + "(docs/demo.md, \"A stronger "
+                "baseline\").")
     return [head + tail, ""]
 
 
